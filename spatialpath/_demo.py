@@ -1,0 +1,168 @@
+"""The main job, end to end: ``spatialpath demo`` / ``make demo``.
+
+On the embedded default (a simulated cohort with a planted arm effect, made on the fly from a
+fixed seed) or on a user's ``.h5ad`` file, it validates the cells, counts cell types per sample,
+and writes a tissue map, a density bar chart, the AnnData, the count table (CSV and Parquet)
+and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import matplotlib
+
+from spatialpath.keys import Key
+from spatialpath.provenance import atomic_write, check_output_path, utc_now, write_manifest
+
+__all__ = ["DemoResult", "run_demo"]
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` wrote, and the table it computed."""
+
+    out_dir: Path
+    outputs: dict[str, Path] = field(default_factory=dict)
+    summary: str = ""
+
+
+def _check_input(input_path: Path) -> None:
+    if not input_path.is_file():
+        raise FileNotFoundError(f"--input {input_path} does not exist (or is not a file)")
+    if input_path.suffix != ".h5ad":
+        raise ValueError(
+            f"--input {input_path.name}: the demo reads .h5ad files in the spatialpath data model "
+            "(obs['cell_type'] categorical, obsm['spatial'] in µm); convert other tables first"
+        )
+
+
+def _load(input_path: Path | None, seed: int, n_patients: int, n_cells: int) -> tuple[ad.AnnData, str]:
+    if input_path is None:
+        from spatialpath.datasets import simulate_cohort
+
+        adata = simulate_cohort(n_patients=n_patients, n_cells=n_cells, seed=seed, progress=True)
+        return adata, f"simulated cohort (seed {seed}, {n_patients} patients, {n_cells} cells per image)"
+    return ad.read_h5ad(input_path), str(input_path)
+
+
+def run_demo(
+    out_dir: str | os.PathLike[str] = "demo-output",
+    *,
+    seed: int = 0,
+    n_patients: int = 6,
+    n_cells: int = 5_000,
+    input_path: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> DemoResult:
+    """Run the demo job and write its outputs to ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir
+        Output folder (created if missing).
+    seed, n_patients, n_cells
+        Design of the simulated cohort used when ``input_path`` is None.
+    input_path
+        An ``.h5ad`` file in the spatialpath data model to use instead of the simulation.
+    overwrite
+        Replace outputs of an earlier run in ``out_dir``.
+
+    Returns
+    -------
+    :class:`DemoResult` with the output paths and the printed summary.
+    """
+    matplotlib.use("Agg", force=False) if "matplotlib.pyplot" not in sys.modules else None
+    import matplotlib.pyplot as plt
+
+    from spatialpath import pl
+    from spatialpath.export import cell_counts
+    from spatialpath.io import write_h5ad, write_table
+    from spatialpath.model import validate_cells
+
+    started = utc_now()
+    out = Path(out_dir)
+    inp = Path(input_path) if input_path is not None else None
+    inputs = [inp] if inp is not None else []
+    if inp is not None:
+        _check_input(inp)
+    check_output_path(out, inputs)
+    adata, source = _load(inp, seed, n_patients, n_cells)
+    validate_cells(adata, cluster_key=Key.obs.cell_type, library_key=Key.obs.image_id)
+
+    metadata = [c for c in ("arm",) if c in adata.obs]
+    level = Key.obs.sample_id if Key.obs.sample_id in adata.obs else Key.obs.image_id
+    table = cell_counts(adata, level=level, metadata=metadata)
+
+    paths = {
+        "tissue_map": out / "tissue_map.png",
+        "density_chart": out / "cell_type_density.png",
+        "cells": out / "cells.h5ad",
+        "counts_csv": out / "cell_counts.csv",
+        "counts_parquet": out / "cell_counts.parquet",
+    }
+    images = list(adata.obs[Key.obs.image_id].astype("category").cat.categories)[:6]
+    fig = pl.tissue_map(adata, images=images)
+    _save_figure(fig, paths["tissue_map"], overwrite, inputs)
+    plt.close(fig)
+    value = "density_per_mm2" if table["density_per_mm2"].notna().all() else "proportion"
+    fig = pl.density_bars(table, value=value, group=metadata[0] if metadata else None)
+    _save_figure(fig, paths["density_chart"], overwrite, inputs)
+    plt.close(fig)
+    write_h5ad(adata, paths["cells"], overwrite=overwrite, inputs=inputs)
+    write_table(table, paths["counts_csv"], overwrite=overwrite, inputs=inputs)
+    write_table(table, paths["counts_parquet"], overwrite=overwrite, inputs=inputs)
+
+    params: dict[str, Any] = {"out_dir": str(out), "overwrite": overwrite, "level": level, "value": value}
+    if inp is None:
+        params |= {"n_patients": n_patients, "n_cells": n_cells}
+    paths["manifest"] = out / "manifest.json"
+    write_manifest(
+        paths["manifest"],
+        command="spatialpath demo " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["demo"] else "run_demo()",
+        parameters=params,
+        seeds={"seed": seed} if inp is None else {},
+        inputs=inputs,
+        outputs=[p for k, p in paths.items() if k != "manifest"],
+        started_at=started,
+        overwrite=overwrite,
+    )
+    summary = _summary(adata, table, source, value, metadata, paths)
+    return DemoResult(out_dir=out, outputs=paths, summary=summary)
+
+
+def _save_figure(fig: Any, path: Path, overwrite: bool, inputs: list[Path]) -> None:
+    with atomic_write(path, overwrite=overwrite, inputs=inputs) as tmp:
+        fig.savefig(tmp, format="png", dpi=130, metadata={"Software": None})
+
+
+def _summary(
+    adata: ad.AnnData, table: Any, source: str, value: str, metadata: list[str], paths: dict[str, Path]
+) -> str:
+    obs = adata.obs
+    lines = [
+        f"spatialpath demo on {source}",
+        f"  {adata.n_obs:,} cells, {obs[Key.obs.image_id].nunique()} images"
+        + (f", {obs[Key.obs.sample_id].nunique()} samples" if Key.obs.sample_id in obs else "")
+        + (f", {obs[Key.obs.patient_id].nunique()} patients" if Key.obs.patient_id in obs else ""),
+    ]
+    by = [metadata[0]] if metadata else []
+    mean = table.groupby([*by, Key.obs.cell_type], observed=True)[value].mean().unstack(0 if by else None)
+    lines.append(f"  mean {value} per cell type" + (f" by {by[0]}:" if by else ":"))
+    lines += ["    " + row for row in mean.round(1).to_string().splitlines()]
+    truth = adata.uns.get(Key.uns.simulation, {}).get("effect")
+    if truth and by and len(mean.columns) >= 2:
+        ct, arms = truth["cell_type"], list(truth["arms"])
+        ratio = mean.loc[ct, arms[1]] / mean.loc[ct, arms[0]]
+        planted = 2 ** truth["log2_fold_change_per_arm"]
+        lines.append(
+            f"  {ct} {value}, {arms[1]} / {arms[0]}: {ratio:.2f} (planted fold change {planted:.2f})"
+        )
+    lines.append("  outputs:")
+    lines += [f"    {k:<15} {p}" for k, p in paths.items()]
+    return "\n".join(lines)

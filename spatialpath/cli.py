@@ -1,0 +1,60 @@
+"""Command-line interface: ``spatialpath demo`` and ``spatialpath --version``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from spatialpath._version import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spatialpath",
+        description="Spatial pathology: micrometre data model, TME statistics, biomarker tables.",
+    )
+    parser.add_argument("--version", action="version", version=f"spatialpath {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="run the main job end to end on the embedded simulated cohort (or --input)",
+        description="Run the main job end to end and write its outputs.",
+    )
+    demo.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
+    demo.add_argument("--input", default=None, help="an .h5ad file in the spatialpath data model")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the simulated cohort (default 0)")
+    demo.add_argument("--n-patients", type=int, default=6, help="patients in the simulated cohort")
+    demo.add_argument("--n-cells", type=int, default=5000, help="cells per simulated image")
+    demo.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "demo":
+        from spatialpath._demo import run_demo
+
+        try:
+            result = run_demo(
+                args.out,
+                seed=args.seed,
+                n_patients=args.n_patients,
+                n_cells=args.n_cells,
+                input_path=args.input,
+                overwrite=args.overwrite,
+            )
+        except (FileExistsError, FileNotFoundError, ValueError) as e:
+            print(f"spatialpath demo: error: {e}", file=sys.stderr)
+            return 2
+        print(result.summary)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,7 @@
+"""Plots (matplotlib); every function returns the Figure."""
+
+from spatialpath.pl._bars import density_bars
+from spatialpath.pl._palette import category_colors
+from spatialpath.pl._tissue import tissue_map
+
+__all__ = ["category_colors", "density_bars", "tissue_map"]

@@ -1,0 +1,113 @@
+"""The demo job and the command line, as a user runs them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import pandas as pd
+import pytest
+
+from spatialpath import __version__
+from spatialpath._demo import run_demo
+from spatialpath.cli import main
+
+SMALL = {"n_patients": 2, "n_cells": 600}
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    result = run_demo(out, **SMALL)
+    return out, result
+
+
+def test_demo_writes_every_output(demo_dir):
+    out, result = demo_dir
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        [
+            "tissue_map.png",
+            "cell_type_density.png",
+            "cells.h5ad",
+            "cell_counts.csv",
+            "cell_counts.parquet",
+            "manifest.json",
+        ]
+    )
+    assert (out / "tissue_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cells = ad.read_h5ad(out / "cells.h5ad")
+    assert cells.n_obs == 2 * 600
+    csv = pd.read_csv(out / "cell_counts.csv", float_precision="round_trip")
+    parquet = pd.read_parquet(out / "cell_counts.parquet")
+    pd.testing.assert_frame_equal(csv, parquet, check_dtype=False)
+    assert csv["n_cells"].sum() == cells.n_obs
+    assert "outputs:" in result.summary
+    assert "CD8 T" in result.summary
+
+
+def test_manifest_hashes_every_output(demo_dir):
+    out, _ = demo_dir
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {o["path"]: o for o in manifest["outputs"]}
+    assert set(listed) == {p.name for p in out.iterdir()} - {"manifest.json"}
+    for name, rec in listed.items():
+        data = (out / name).read_bytes()
+        assert rec["sha256"] == hashlib.sha256(data).hexdigest()
+        assert rec["size_bytes"] == len(data)
+    assert manifest["seeds"] == {"seed": 0}
+    assert manifest["parameters"]["n_patients"] == 2
+
+
+def test_demo_is_reproducible_and_never_overwrites(demo_dir, tmp_path):
+    out, _ = demo_dir
+    run_demo(tmp_path, **SMALL)
+    assert (tmp_path / "cell_counts.csv").read_bytes() == (out / "cell_counts.csv").read_bytes()
+    before = (tmp_path / "cell_counts.csv").stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="overwrite"):
+        run_demo(tmp_path, **SMALL)
+    assert (tmp_path / "cell_counts.csv").stat().st_mtime_ns == before
+    run_demo(tmp_path, overwrite=True, **SMALL)
+
+
+def test_demo_on_user_h5ad(demo_dir, tmp_path):
+    out, _ = demo_dir
+    result = run_demo(tmp_path / "again", input_path=out / "cells.h5ad")
+    assert str(out / "cells.h5ad") in result.summary
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert manifest["inputs"][0]["sha256"] == hashlib.sha256((out / "cells.h5ad").read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match="inside the input folder"):
+        run_demo(out / "sub", input_path=out / "cells.h5ad")
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "o"), "--input", str(tmp_path / "missing.h5ad")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "in" / "cells.csv"
+    bad.parent.mkdir()
+    bad.write_text("x,y\n")
+    assert main(["demo", "--out", str(tmp_path / "o"), "--input", str(bad)]) == 2
+    assert "reads .h5ad files in the spatialpath data model" in capsys.readouterr().err
+
+
+def test_console_script_and_module_entry_points(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "spatialpath", "--version"], capture_output=True, text=True, check=True
+    )
+    assert r.stdout.strip() == f"spatialpath {__version__}"
+    exe = shutil.which("spatialpath", path=str(Path(sys.executable).parent)) or shutil.which("spatialpath")
+    if exe is None:
+        pytest.skip("console script not on PATH (package not installed)")
+    r = subprocess.run(
+        [exe, "demo", "--out", str(tmp_path / "d"), "--n-patients", "2", "--n-cells", "300"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "manifest" in r.stdout
+    assert (tmp_path / "d" / "manifest.json").exists()
