@@ -106,3 +106,15 @@ def test_adding_patients_changes_no_existing_image():
 def test_bad_design(kwargs, match):
     with pytest.raises(ValueError, match=match):
         simulate_cohort(**{"n_cells": 200, "progress": False, **kwargs})
+
+
+def test_cohort_image_can_be_rebuilt_with_its_image():
+    """An image of a cohort is reproduced, with pixels, from its stored seed and density."""
+    from spatialpath.datasets import simulate_tissue
+
+    c = simulate_cohort(n_patients=2, n_cells=500, seed=4, progress=False)
+    truth = c.uns["simulation"]["images"]["P002_S1_I1"]
+    ss = np.random.SeedSequence(int(truth["seed"]["entropy"]), spawn_key=tuple(truth["seed"]["spawn_key"]))
+    t = simulate_tissue(ss, n_cells=500, density=truth["planted_density_per_mm2"], image_id="P002_S1_I1")
+    np.testing.assert_array_equal(t.adata.obsm["spatial"], c[c.obs["image_id"] == "P002_S1_I1"].obsm["spatial"])
+    assert t.image.sizes["c"] == 12
