@@ -116,5 +116,6 @@ def test_cohort_image_can_be_rebuilt_with_its_image():
     truth = c.uns["simulation"]["images"]["P002_S1_I1"]
     ss = np.random.SeedSequence(int(truth["seed"]["entropy"]), spawn_key=tuple(truth["seed"]["spawn_key"]))
     t = simulate_tissue(ss, n_cells=500, density=truth["planted_density_per_mm2"], image_id="P002_S1_I1")
-    np.testing.assert_array_equal(t.adata.obsm["spatial"], c[c.obs["image_id"] == "P002_S1_I1"].obsm["spatial"])
+    original = c[c.obs["image_id"] == "P002_S1_I1"]
+    np.testing.assert_array_equal(t.adata.obsm["spatial"], original.obsm["spatial"])
     assert t.image.sizes["c"] == 12

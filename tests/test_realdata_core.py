@@ -56,7 +56,8 @@ def test_codex_pixel_coordinates_are_refused_then_accepted_in_um(codex):
 def test_codex_counts_per_patient_match_groupby(codex):
     t = cell_counts(codex, level="patient_id")
     assert t["n_cells"].sum() == 258_385
-    assert t["patient_id"].nunique() == 35 and t["cell_type"].nunique() == 11
+    assert t["patient_id"].nunique() == 35
+    assert t["cell_type"].nunique() == 11
     ref = codex.obs.groupby(["patient_id", "cell_type"], observed=True).size()
     got = t.set_index(["patient_id", "cell_type"])["n_cells"]
     assert (got.loc[ref.index].to_numpy() == ref.to_numpy()).all()
@@ -72,4 +73,5 @@ def test_imc_table_in_um_passes():
     a = ad.AnnData(obs=obs)
     a.obsm["spatial"] = cells[[xcol, ycol]].to_numpy(dtype=float)
     validate_cells(a, cluster_key="cell_type")
-    assert np.isfinite(a.obsm["spatial"]).all() and a.n_obs > 250_000
+    assert np.isfinite(a.obsm["spatial"]).all()
+    assert a.n_obs > 250_000
