@@ -269,3 +269,25 @@ def test_h5ad_round_trip(tissue_small, tmp_path):
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         simulate_tissue(**{"n_cells": 500, **kwargs})
+
+
+def test_coarse_truth_mask_in_uns(tissue_large):
+    """The small raster copy of the neighbourhoods agrees with the polygons (10 µm pixels)."""
+    a = tissue_large.adata
+    m = a.uns["simulation"]["region_mask"]
+    assert m["categories"] == ["background", *NEIGHBOURHOODS]
+    polys = _polys(a)
+    for code, zone in enumerate(NEIGHBOURHOODS, start=1):
+        if polys[zone].area > 5e5:
+            assert (m["data"] == code).sum() * m["pixel_size_um"] ** 2 == pytest.approx(
+                polys[zone].area, rel=0.05
+            )
+
+
+def test_repr_is_informative(tissue_small):
+    text = repr(tissue_small)
+    assert "3,000 cells × 12 markers" in text
+    assert "cd8_exclusion = 0.2" in text
+    html = tissue_small._repr_html_()
+    assert html.startswith("<div><b>SimulatedTissue</b>")
+    assert "&#x27;spatial&#x27;" in html

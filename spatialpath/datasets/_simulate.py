@@ -2,44 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import anndata as ad
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
 import shapely.affinity
-import xarray as xr
 
 from spatialpath.datasets import _profiles as P
 from spatialpath.datasets._geometry import Geometry, build_geometry, draw_shape, sample_uniform
-from spatialpath.datasets._render import CellRenderer, lazy_image, lazy_labels, lazy_zone_mask
+from spatialpath.datasets._tissue import BACKGROUND, NOISE_SD, SimulatedTissue, assemble, coarse_mask
 from spatialpath.keys import Key
-from spatialpath.model import ImageMetadata, make_image, make_labels, set_image_metadata
+from spatialpath.model import ImageMetadata, set_image_metadata
 
 __all__ = ["SimulatedTissue", "simulate_tissue"]
 
 Mode = Literal["planted", "null"]
 _PAD_UM = 50.0
 _EXPRESSION_SD_LOG = 0.25
-_BACKGROUND = 0.05
-_NOISE_SD = 0.1
-
-
-class SimulatedTissue(NamedTuple):
-    """A simulated section: cells, lazy image and masks, and region polygons, all in µm."""
-
-    #: cells: ``X`` = marker levels, ``obsm["spatial"]`` in µm, ground truth in ``uns["simulation"]``.
-    adata: ad.AnnData
-    #: multichannel image ``(c, y, x)``, dask-backed, one task per chunk.
-    image: xr.DataArray
-    #: nucleus instance labels ``(y, x)``: cell ``obs["label"]`` owns value ``label``.
-    labels: xr.DataArray
-    #: planted-neighbourhood class mask ``(y, x)``; names of the codes in ``attrs["categories"]``.
-    region_mask: xr.DataArray
-    #: polygons in µm: the tissue, the tumour/stroma compartments and the planted neighbourhoods.
-    regions: gpd.GeoDataFrame
 
 
 def _as_seed_sequence(seed: int | np.random.SeedSequence) -> np.random.SeedSequence:
@@ -287,15 +268,16 @@ def simulate_tissue(
         "regions_wkt": {k: shapely.to_wkt(v, rounding_precision=6) for k, v in regions_wkt.items()},
         "profiles": P.profile_table(),
         "expression_sd_log": _EXPRESSION_SD_LOG,
-        "background": _BACKGROUND,
-        "noise_sd": _NOISE_SD,
+        "background": BACKGROUND,
+        "noise_sd": NOISE_SD,
         "render_seed": seed_render,
+        "region_mask": coarse_mask(geom, x1 + _PAD_UM, y1 + _PAD_UM),
         "cells": pd.DataFrame(
             {"neighbourhood": pd.Categorical.from_codes(zone, categories=list(P.NEIGHBOURHOODS))},
             index=adata.obs_names.copy(),
         ),
     }
-    return _assemble(adata, geom, regions_wkt, shape, pixel_size_um, chunk_px, seed_render, image_id)
+    return assemble(adata, geom, regions_wkt, shape, pixel_size_um, chunk_px, seed_render, image_id)
 
 
 def _null_density(
@@ -337,56 +319,3 @@ def _build_adata(
     adata.obsm[Key.obsm.spatial] = xy.astype(np.float64)
     adata.uns[Key.uns.colors(Key.obs.cell_type)] = list(P.CELL_TYPE_COLORS)
     return adata
-
-
-def _assemble(
-    adata: ad.AnnData,
-    geom: Geometry,
-    regions_wkt: dict[str, Any],
-    shape: tuple[int, int],
-    pixel_size_um: float,
-    chunk_px: int,
-    seed_render: int,
-    image_id: str,
-) -> SimulatedTissue:
-    r_nuc = np.sqrt(adata.obs[Key.obs.area_um2].to_numpy() / np.pi)
-    renderer = CellRenderer(
-        adata.obsm[Key.obsm.spatial],
-        r_nuc,
-        r_nuc * P.BODY_TO_NUCLEUS,
-        adata.X,
-        [m in P.NUCLEAR_MARKERS for m in P.MARKERS],
-        pixel_size_um=pixel_size_um,
-        background=_BACKGROUND,
-        noise_sd=_NOISE_SD,
-        seed=seed_render,
-    )
-    source = "spatialpath.datasets.simulate_tissue"
-    image = make_image(
-        lazy_image(renderer, shape, chunk_px),
-        channels=list(P.MARKERS),
-        pixel_size_um=pixel_size_um,
-        image_id=image_id,
-        source=source,
-    )
-    labels = make_labels(
-        lazy_labels(renderer, shape, chunk_px), pixel_size_um=pixel_size_um, image_id=image_id, source=source
-    )
-    region_mask = make_labels(
-        lazy_zone_mask([geom.zones[z] for z in P.NEIGHBOURHOODS], shape, pixel_size_um, chunk_px),
-        pixel_size_um=pixel_size_um,
-        categories=["background", *P.NEIGHBOURHOODS],
-        image_id=image_id,
-        source=source,
-    )
-    kinds = {"tissue": "tissue", "tumour": "compartment", "stroma": "compartment"}
-    regions = gpd.GeoDataFrame(
-        {
-            "name": list(regions_wkt),
-            "kind": [kinds.get(k, "neighbourhood") for k in regions_wkt],
-            Key.obs.image_id: image_id,
-        },
-        geometry=list(regions_wkt.values()),
-        crs=None,
-    )
-    return SimulatedTissue(adata=adata, image=image, labels=labels, region_mask=region_mask, regions=regions)
