@@ -16,6 +16,7 @@ from typing import Any
 
 import anndata as ad
 import matplotlib
+import pandas as pd
 
 from spatialpath.keys import Key
 from spatialpath.provenance import atomic_write, check_output_path, utc_now, write_manifest
@@ -152,16 +153,21 @@ def _summary(
         + (f", {obs[Key.obs.patient_id].nunique()} patients" if Key.obs.patient_id in obs else ""),
     ]
     by = [metadata[0]] if metadata else []
-    mean = table.groupby([*by, Key.obs.cell_type], observed=True)[value].mean().unstack(0 if by else None)
+    types = list(pd.unique(table[Key.obs.cell_type]))  # the table's cell-type order
+    grouped = table.groupby([*by, Key.obs.cell_type])[value].mean()
+    mean = (grouped.unstack(0) if by else grouped.to_frame(value)).reindex(types)
     lines.append(f"  mean {value} per cell type" + (f" by {by[0]}:" if by else ":"))
     lines += ["    " + row for row in mean.round(1).to_string().splitlines()]
-    truth = adata.uns.get(Key.uns.simulation, {}).get("effect")
+    sim = adata.uns.get(Key.uns.simulation, {})
+    truth = sim.get("effect")
     if truth and by and len(mean.columns) >= 2:
         ct, arms = truth["cell_type"], list(truth["arms"])
         ratio = mean.loc[ct, arms[1]] / mean.loc[ct, arms[0]]
         planted = 2 ** truth["log2_fold_change_per_arm"]
+        design = sim["design"].groupby("arm")["expected_density_per_mm2"].mean()
         lines.append(
-            f"  {ct} {value}, {arms[1]} / {arms[0]}: {ratio:.2f} (planted fold change {planted:.2f})"
+            f"  {ct} {value}, {arms[1]} / {arms[0]}: observed {ratio:.2f}; planted arm effect {planted:.2f}, "
+            f"{design[arms[1]] / design[arms[0]]:.2f} expected with these patients' random effects"
         )
     lines.append("  outputs:")
     lines += [f"    {k:<15} {p}" for k, p in paths.items()]

@@ -111,3 +111,18 @@ def test_console_script_and_module_entry_points(tmp_path):
     )
     assert "manifest" in r.stdout
     assert (tmp_path / "d" / "manifest.json").exists()
+
+
+def test_demo_on_single_image_without_arm_or_sample(tmp_path):
+    from spatialpath.datasets import simulate_tissue
+
+    adata = simulate_tissue(seed=1, n_cells=800).adata
+    del adata.obs["sample_id"]
+    src = tmp_path / "in" / "one.h5ad"
+    src.parent.mkdir()
+    adata.write_h5ad(src)
+    result = run_demo(tmp_path / "out", input_path=src)
+    table = pd.read_csv(tmp_path / "out" / "cell_counts.csv")
+    assert list(table.columns[:3]) == ["patient_id", "image_id", "cell_type"]
+    assert table["n_cells"].sum() == 800
+    assert "mean density_per_mm2 per cell type:" in result.summary
