@@ -98,22 +98,8 @@ def make_image(
     if len(set(channels)) != len(channels):
         dup = sorted({c for c in channels if channels.count(c) > 1})
         raise ValueError(f"channel names must be unique; repeated: {dup}")
-    x0, y0 = origin_um
-    attrs: dict[str, Any] = {Key.attrs.pixel_size_um: ps, Key.attrs.units: Key.unit}
-    if image_id is not None:
-        attrs[Key.attrs.image_id] = image_id
-    if source is not None:
-        attrs[Key.attrs.source] = source
-    return xr.DataArray(
-        data,
-        dims=Key.image_dims,
-        coords={
-            "c": channels,
-            "y": pixel_coords(data.shape[1], ps, y0),
-            "x": pixel_coords(data.shape[2], ps, x0),
-        },
-        attrs=attrs,
-    )
+    coords, attrs = _grid(data.shape[-2:], ps, origin_um, image_id, source)
+    return xr.DataArray(data, dims=Key.image_dims, coords={"c": channels, **coords}, attrs=attrs)
 
 
 def make_labels(
@@ -157,17 +143,25 @@ def make_labels(
             f"a label mask must have an integer dtype, got {data.dtype}; "
             "convert with data.astype(np.int32) if the values are whole numbers"
         )
-    x0, y0 = origin_um
-    attrs: dict[str, Any] = {Key.attrs.pixel_size_um: ps, Key.attrs.units: Key.unit}
+    coords, attrs = _grid(data.shape, ps, origin_um, image_id, source)
     if categories is not None:
         attrs[Key.attrs.categories] = [str(c) for c in categories]
+    return xr.DataArray(data, dims=Key.labels_dims, coords=coords, attrs=attrs)
+
+
+def _grid(
+    shape_yx: tuple[int, ...],
+    ps: float,
+    origin_um: tuple[float, float],
+    image_id: str | None,
+    source: str | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """µm coordinates at pixel centres and the attrs shared by images and masks."""
+    x0, y0 = origin_um
+    coords = {"y": pixel_coords(shape_yx[0], ps, y0), "x": pixel_coords(shape_yx[1], ps, x0)}
+    attrs: dict[str, Any] = {Key.attrs.pixel_size_um: ps, Key.attrs.units: Key.unit}
     if image_id is not None:
         attrs[Key.attrs.image_id] = image_id
     if source is not None:
         attrs[Key.attrs.source] = source
-    return xr.DataArray(
-        data,
-        dims=Key.labels_dims,
-        coords={"y": pixel_coords(data.shape[0], ps, y0), "x": pixel_coords(data.shape[1], ps, x0)},
-        attrs=attrs,
-    )
+    return coords, attrs
