@@ -9,13 +9,11 @@ and ``manifest.json``.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anndata as ad
-import matplotlib
 import pandas as pd
 
 from spatialpath.keys import Key
@@ -60,6 +58,7 @@ def run_demo(
     n_cells: int = 5_000,
     input_path: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    command: str | None = None,
 ) -> DemoResult:
     """Run the demo job and write its outputs to ``out_dir``.
 
@@ -73,12 +72,13 @@ def run_demo(
         An ``.h5ad`` file in the spatialpath data model to use instead of the simulation.
     overwrite
         Replace outputs of an earlier run in ``out_dir``.
+    command
+        The command line recorded in the manifest (default: the equivalent function call).
 
     Returns
     -------
     :class:`DemoResult` with the output paths and the printed summary.
     """
-    matplotlib.use("Agg", force=False) if "matplotlib.pyplot" not in sys.modules else None
     import matplotlib.pyplot as plt
 
     from spatialpath import pl
@@ -125,7 +125,7 @@ def run_demo(
     paths["manifest"] = out / "manifest.json"
     write_manifest(
         paths["manifest"],
-        command="spatialpath demo " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["demo"] else "run_demo()",
+        command=command or f"spatialpath.run_demo({str(out)!r}, seed={seed}, input_path={input_path!r})",
         parameters=params,
         seeds={"seed": seed} if inp is None else {},
         inputs=inputs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 n_cells=args.n_cells,
                 input_path=args.input,
                 overwrite=args.overwrite,
+                command=shlex.join(["spatialpath", *(sys.argv[1:] if argv is None else argv)]),
             )
         except (FileExistsError, FileNotFoundError, ValueError) as e:
             print(f"spatialpath demo: error: {e}", file=sys.stderr)

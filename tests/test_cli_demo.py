@@ -62,6 +62,7 @@ def test_manifest_hashes_every_output(demo_dir):
         assert rec["size_bytes"] == len(data)
     assert manifest["seeds"] == {"seed": 0}
     assert manifest["parameters"]["n_patients"] == 2
+    assert manifest["command"].startswith("spatialpath.run_demo(")
 
 
 def test_demo_is_reproducible_and_never_overwrites(demo_dir, tmp_path):
