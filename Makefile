@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 OUT    ?= demo-output
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
+# extras the test suite exercises (napari comes with its own GUI test setup)
+EXTRAS := dev,mcd
 
 .PHONY: install demo test lint format constraints bench clean help
 
@@ -20,7 +22,7 @@ help:
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert v >= (3, 11), f"spatialpath needs Python >= 3.11, found {v}"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --progress-bar off -c constraints.txt -e ".[dev]"
+	$(PIP) install --quiet --progress-bar off -c constraints.txt -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -42,7 +44,7 @@ format: install
 # Resolve every dependency afresh in a throw-away venv and pin the result.
 constraints:
 	rm -rf .venv-resolve && $(PYTHON) -m venv .venv-resolve
-	.venv-resolve/bin/python -m pip install --quiet -e ".[dev]"
+	.venv-resolve/bin/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	{ echo "# Pinned versions for spatialpath, resolved on Python 3.11 (Linux x86_64)."; \
 	  echo "# Used by 'make install' as pip constraints so every machine resolves the same versions."; \
 	  echo "# Regenerate with 'make constraints' after changing dependencies in pyproject.toml."; \

@@ -25,6 +25,12 @@ def shared_data(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared():
+    """``shared("folder", "file")`` -> path under ../shared/data (skip locally, fail on CI if missing)."""
+    return shared_data
+
+
+@pytest.fixture(scope="session")
 def tissue_large():
     """100k-cell planted tissue: enough cells for 20% effect-size recovery."""
     from spatialpath.datasets import simulate_tissue

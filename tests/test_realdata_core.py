@@ -10,8 +10,6 @@ import pytest
 from spatialpath.export import cell_counts
 from spatialpath.model import DataModelError, set_image_metadata, validate_cells
 
-from .conftest import shared_data
-
 pytestmark = pytest.mark.realdata
 
 #: CODEX 20x pixel size, per Schürch et al. 2020 (SOURCE.md asks to verify); tile 1920 x 1440 px.
@@ -20,8 +18,8 @@ CODEX_TILE_SHAPE_PX = (1440, 1920)
 
 
 @pytest.fixture(scope="module")
-def codex():
-    cells = pd.read_csv(shared_data("schurch_crc_codex_cells", "MIF_CRC_cells.csv.gz"))
+def codex(shared):
+    cells = pd.read_csv(shared("schurch_crc_codex_cells", "MIF_CRC_cells.csv.gz"))
     obs = pd.DataFrame(
         {
             "patient_id": cells["ID"].astype(str).astype("category"),
@@ -64,8 +62,8 @@ def test_codex_counts_per_patient_match_groupby(codex):
     assert got.drop(ref.index).eq(0).all()  # the rest are structural zeros
 
 
-def test_imc_table_in_um_passes():
-    cells = pd.read_csv(shared_data("spicyR_damond_t1d_imc", "diabetesData_cells.csv.gz"))
+def test_imc_table_in_um_passes(shared):
+    cells = pd.read_csv(shared("spicyR_damond_t1d_imc", "diabetesData_cells.csv.gz"))
     xcol = next(c for c in cells.columns if c.lower() in ("x", "cell_x", "x_um"))
     ycol = next(c for c in cells.columns if c.lower() in ("y", "cell_y", "y_um"))
     obs = pd.DataFrame({"cell_type": cells["cellType"].astype("category")})
