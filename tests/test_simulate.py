@@ -291,3 +291,11 @@ def test_repr_is_informative(tissue_small):
     html = tissue_small._repr_html_()
     assert html.startswith("<div><b>SimulatedTissue</b>")
     assert "&#x27;spatial&#x27;" in html
+
+
+def test_zero_denominator_effect_is_nan_not_a_crash():
+    dens = density_table()
+    dens.loc[:, "CD8 T"] = 0.0
+    t = simulate_tissue(n_cells=500, density=dens)
+    assert np.isnan(t.adata.uns["simulation"]["effects"]["cd8_exclusion"])
+    assert (t.adata.obs["cell_type"] != "CD8 T").all()

@@ -217,9 +217,9 @@ def simulate_tissue(
     scale = n / expected  # realised density / planted density, ~1 by construction
     effects = (
         {
-            "cd8_exclusion": float(table.loc["tumour_nest", "CD8 T"] / table.loc["fibrotic_stroma", "CD8 T"]),
-            "macrophage_border_enrichment": float(
-                table.loc["invasive_margin", "Macrophage"] / table.loc["fibrotic_stroma", "Macrophage"]
+            "cd8_exclusion": _ratio(table.loc["tumour_nest", "CD8 T"], table.loc["fibrotic_stroma", "CD8 T"]),
+            "macrophage_border_enrichment": _ratio(
+                table.loc["invasive_margin", "Macrophage"], table.loc["fibrotic_stroma", "Macrophage"]
             ),
         }
         if mode == "planted"
@@ -286,6 +286,11 @@ def _null_density(
     """Expected densities under the null: the tissue-wide mix, equal in every neighbourhood."""
     per_type = areas @ lam / areas.sum() * 1e6 * scale
     return pd.DataFrame(np.tile(per_type, (len(table), 1)), index=table.index, columns=table.columns)
+
+
+def _ratio(num: float, den: float) -> float:
+    """Return num / den, or NaN (not a crash or inf) when a user density table has a zero denominator."""
+    return float(num / den) if den > 0 else float("nan")
 
 
 def _seed_repr(ss: np.random.SeedSequence) -> dict[str, Any]:
