@@ -37,6 +37,9 @@ class _Obs:
     compartment: Final = "compartment"
     cell_type: Final = "cell_type"
     cell_id: Final = "cell_id"
+    #: integer value of the cell in its image's label mask.
+    label: Final = "label"
+    area_px: Final = "area_px"
     area_um2: Final = "area_um2"
 
 

@@ -315,7 +315,7 @@ def _build_adata(
             Key.obs.image_id: pd.Categorical([image_id] * n),
             Key.obs.sample_id: pd.Categorical([sample_id or image_id] * n),
             Key.obs.patient_id: pd.Categorical([patient_id or sample_id or image_id] * n),
-            "label": np.arange(1, n + 1, dtype=np.int32),
+            Key.obs.label: np.arange(1, n + 1, dtype=np.int32),
             Key.obs.area_um2: np.pi * r_nuc**2,
         },
         index=pd.Index([f"{image_id}_{i}" for i in range(n)], name=Key.obs.cell_id),
