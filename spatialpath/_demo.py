@@ -32,22 +32,30 @@ class DemoResult:
 
 
 def _check_input(input_path: Path) -> None:
-    if not input_path.is_file():
-        raise FileNotFoundError(f"--input {input_path} does not exist (or is not a file)")
-    if input_path.suffix != ".h5ad":
-        raise ValueError(
-            f"--input {input_path.name}: the demo reads .h5ad files in the spatialpath data model "
-            "(obs['cell_type'] categorical, obsm['spatial'] in µm); convert other tables first"
-        )
+    if not input_path.exists():
+        raise FileNotFoundError(f"--input {input_path} does not exist")
 
 
-def _load(input_path: Path | None, seed: int, n_patients: int, n_cells: int) -> tuple[ad.AnnData, str]:
+def _load(
+    input_path: Path | None, seed: int, n_patients: int, n_cells: int, table_options: dict[str, Any]
+) -> tuple[ad.AnnData, str]:
     if input_path is None:
         from spatialpath.datasets import simulate_cohort
 
         adata = simulate_cohort(n_patients=n_patients, n_cells=n_cells, seed=seed, progress=True)
         return adata, f"simulated cohort (seed {seed}, {n_patients} patients, {n_cells} cells per image)"
-    return ad.read_h5ad(input_path), str(input_path)
+    if input_path.suffix == ".h5ad":
+        adata = ad.read_h5ad(input_path)
+        if Key.obsm.spatial in adata.obsm:  # already in the data model
+            return adata, str(input_path)
+    from spatialpath.io import read_cell_table
+
+    adata = read_cell_table(input_path, **table_options)
+    if Key.obs.cell_type not in adata.obs:  # e.g. an MCMICRO table before phenotyping
+        adata.obs[Key.obs.cell_type] = pd.Categorical(["cell"] * adata.n_obs)
+    if Key.obs.image_id not in adata.obs:
+        adata.obs[Key.obs.image_id] = pd.Categorical([input_path.stem] * adata.n_obs)
+    return adata, str(input_path)
 
 
 def run_demo(
@@ -59,6 +67,7 @@ def run_demo(
     input_path: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     command: str | None = None,
+    table_options: dict[str, Any] | None = None,
 ) -> DemoResult:
     """Run the demo job and write its outputs to ``out_dir``.
 
@@ -69,11 +78,16 @@ def run_demo(
     seed, n_patients, n_cells
         Design of the simulated cohort used when ``input_path`` is None.
     input_path
-        An ``.h5ad`` file in the spatialpath data model to use instead of the simulation.
+        Data to use instead of the simulation: an ``.h5ad`` file in the spatialpath data model,
+        or any cell table :func:`spatialpath.io.read_cell_table` reads (MCMICRO, steinbock,
+        inForm, plain x/y tables). Cells without a cell-type column are counted as ``"cell"``.
     overwrite
         Replace outputs of an earlier run in ``out_dir``.
     command
         The command line recorded in the manifest (default: the equivalent function call).
+    table_options
+        Keyword arguments for :func:`spatialpath.io.read_cell_table` (``schema``,
+        ``pixel_size_um``, ``units``...), recorded in the manifest.
 
     Returns
     -------
@@ -93,7 +107,8 @@ def run_demo(
     if inp is not None:
         _check_input(inp)
     check_output_path(out, inputs)
-    adata, source = _load(inp, seed, n_patients, n_cells)
+    table_options = dict(table_options or {})
+    adata, source = _load(inp, seed, n_patients, n_cells, table_options)
     validate_cells(adata, cluster_key=Key.obs.cell_type, library_key=Key.obs.image_id)
 
     metadata = [c for c in ("arm",) if c in adata.obs]
@@ -122,6 +137,8 @@ def run_demo(
     params: dict[str, Any] = {"out_dir": str(out), "overwrite": overwrite, "level": level, "value": value}
     if inp is None:
         params |= {"n_patients": n_patients, "n_cells": n_cells}
+    else:
+        params |= {"table_options": table_options}
     paths["manifest"] = out / "manifest.json"
     write_manifest(
         paths["manifest"],

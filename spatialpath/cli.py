@@ -23,7 +23,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the main job end to end and write its outputs.",
     )
     demo.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
-    demo.add_argument("--input", default=None, help="an .h5ad file in the spatialpath data model")
+    demo.add_argument(
+        "--input",
+        default=None,
+        help="your data instead of the simulation: an .h5ad in the data model, or a cell table "
+        "(MCMICRO, steinbock, inForm, plain x/y CSV)",
+    )
+    demo.add_argument("--schema", default="auto", help="cell-table schema (default: auto-detect)")
+    demo.add_argument("--pixel-size-um", type=float, default=None, help="µm per pixel, for tables in pixels")
+    demo.add_argument("--units", choices=("um", "px"), default=None, help="units of a plain table's x/y")
     demo.add_argument("--seed", type=int, default=0, help="seed of the simulated cohort (default 0)")
     demo.add_argument("--n-patients", type=int, default=6, help="patients in the simulated cohort")
     demo.add_argument("--n-cells", type=int, default=5000, help="cells per simulated image")
@@ -50,9 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 input_path=args.input,
                 overwrite=args.overwrite,
                 command=shlex.join(["spatialpath", *(sys.argv[1:] if argv is None else argv)]),
+                table_options={
+                    "schema": args.schema,
+                    "pixel_size_um": args.pixel_size_um,
+                    "units": args.units,
+                },
             )
         except (FileExistsError, FileNotFoundError, ValueError) as e:
-            print(f"spatialpath demo: error: {e}", file=sys.stderr)
+            # speak the command line's language in the reader's "pass pixel_size_um=..." advice
+            msg = str(e).replace("pixel_size_um=", "--pixel-size-um ").replace("units='um'", "--units um")
+            print(f"spatialpath demo: error: {msg}", file=sys.stderr)
             return 2
         print(result.summary)
     return 0

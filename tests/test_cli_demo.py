@@ -93,7 +93,11 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     bad.parent.mkdir()
     bad.write_text("x,y\n")
     assert main(["demo", "--out", str(tmp_path / "o"), "--input", str(bad)]) == 2
-    assert "reads .h5ad files in the spatialpath data model" in capsys.readouterr().err
+    assert "cells.csv has no cells: the table has a header but no rows" in capsys.readouterr().err
+    bad.write_text("cell,CD3\n1,0.5\n")
+    assert main(["demo", "--out", str(tmp_path / "o"), "--input", str(bad)]) == 2
+    assert "unrecognised cell table" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_console_script_and_module_entry_points(tmp_path):
@@ -127,3 +131,41 @@ def test_demo_on_single_image_without_arm_or_sample(tmp_path):
     assert list(table.columns[:3]) == ["patient_id", "image_id", "cell_type"]
     assert table["n_cells"].sum() == 800
     assert "mean density_per_mm2 per cell type:" in result.summary
+
+
+CODEX_PIXEL_SIZE_UM = 0.377  # Schürch et al. 2020, 20x CODEX (the data's SOURCE.md asks to verify)
+
+
+def test_demo_on_real_cell_tables(shared, tmp_path, capsys):
+    codex = shared("schurch_crc_codex_cells", "MIF_CRC_cells.csv.gz")
+    # a table in pixels without a pixel size is refused, in the command line's words
+    assert main(["demo", "--input", str(codex), "--out", str(tmp_path / "a")]) == 2
+    assert "--pixel-size-um" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    args = [
+        "demo",
+        "--input",
+        str(codex),
+        "--out",
+        str(tmp_path / "b"),
+        "--pixel-size-um",
+        str(CODEX_PIXEL_SIZE_UM),
+    ]
+    assert main(args) == 0
+    table = pd.read_csv(tmp_path / "b" / "cell_counts.csv")
+    raw = pd.read_csv(codex)
+    assert table["image_id"].nunique() == raw["imageID"].nunique() == 140
+    ref = raw.groupby(["imageID", "cellType"]).size()
+    got = table.set_index(["image_id", "cell_type"])["n_cells"]
+    assert (got.loc[ref.index.map(lambda t: (str(t[0]), t[1]))].to_numpy() == ref.to_numpy()).all()
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["parameters"]["table_options"]["pixel_size_um"] == CODEX_PIXEL_SIZE_UM
+
+
+def test_demo_on_unphenotyped_mcmicro_table(shared, tmp_path):
+    mcmicro = shared("scimap_exemplar001", "scimapExampleData", "exemplar-001--unmicst_cell.csv")
+    result = run_demo(tmp_path / "o", input_path=mcmicro, table_options={"pixel_size_um": 0.65})
+    table = pd.read_csv(tmp_path / "o" / "cell_counts.csv")
+    assert table["cell_type"].tolist() == ["cell"]
+    assert table["n_cells"].iloc[0] == len(pd.read_csv(mcmicro))
+    assert "proportion" in result.summary

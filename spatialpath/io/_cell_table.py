@@ -135,6 +135,8 @@ def read_cell_table(
         pixel_size_um = require_pixel_size(pixel_size_um, source="read_cell_table")
 
     src = load_table(path, schema)
+    if len(src.df) == 0:
+        raise ReaderError(f"{src.name} has no cells: the table has a header but no rows")
     if schema == "auto":
         xy_given = bool(overrides.get("x")) and bool(overrides.get("y"))
         schema = src.schema or detect_schema(list(src.df.columns), xy_given=xy_given)

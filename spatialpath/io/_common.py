@@ -10,6 +10,7 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from spatialpath.keys import Key
 from spatialpath.model import ImageMetadata, set_image_metadata, validate_cells
@@ -89,7 +90,8 @@ def cells_to_anndata(
     xy_um
         ``(n, 2)`` or ``(n, 3)`` centroids in µm (x = columns, y = rows).
     X, var_names
-        Marker values ``(n, n_markers)`` and their names; default an empty ``(n, 0)`` matrix.
+        Marker values or counts ``(n, n_vars)`` (dense, or scipy sparse kept sparse) and their
+        names; default an empty ``(n, 0)`` matrix.
     obs
         Per-cell columns (its index becomes ``obs_names``, as strings). Must have n rows.
     images
@@ -127,7 +129,8 @@ def cells_to_anndata(
             obs[col] = obs[col].astype(str).astype("category")
     if X is None:
         X = np.zeros((n, 0), dtype=np.float32)
-    X = np.asarray(X)
+    if not sparse.issparse(X):  # counts of spatial transcriptomics stay sparse
+        X = np.asarray(X)
     if X.shape[0] != n:
         raise ValueError(f"{source}: {X.shape[0]} rows of marker values for {n} cells")
     names = [str(v) for v in (var_names if var_names is not None else range(X.shape[1]))]

@@ -508,3 +508,10 @@ def test_wrong_schema_for_file_is_refused(tmp_path):
         read_cell_table(tmp_path / "t.csv", schema="inform")
     with pytest.raises(ReaderError, match="not a steinbock folder"):
         read_cell_table(tmp_path)
+
+
+def test_header_only_table_is_refused(tmp_path):
+    p = tmp_path / "empty.csv"
+    p.write_text("x,y,cell_type\n")
+    with pytest.raises(ReaderError, match=r"empty\.csv has no cells: the table has a header but no rows"):
+        read_cell_table(p, units="um")
