@@ -64,7 +64,7 @@ def shuffle_within(work: np.ndarray, offsets: np.ndarray, state: np.ndarray) -> 
 
 
 @numba.njit(parallel=True, nogil=True)
-def _run_blocks(kernel, labels, order, offsets, identity, seeds, observed, args, first, last, acc):
+def _run_blocks(kernel, labels, order, offsets, identity, seeds, observed, args, first, last, acc, tol):
     """Run permutation blocks ``first..last-1``; ``acc[b]`` holds block b's 4 accumulators."""
     n = labels.shape[0]
     n_perms = seeds.shape[0]
@@ -94,9 +94,9 @@ def _run_blocks(kernel, labels, order, offsets, identity, seeds, observed, args,
                 d = out[s] - observed[s]
                 acc[b, 0, s] += d
                 acc[b, 1, s] += d * d
-                if out[s] >= observed[s]:
+                if d >= -tol:
                     acc[b, 2, s] += 1.0
-                if out[s] <= observed[s]:
+                if d <= tol:
                     acc[b, 3, s] += 1.0
 
 
@@ -154,6 +154,7 @@ def permutation_test(
     *,
     n_perms: int = 1000,
     seed: int = 0,
+    tolerance: float = 0.0,
     progress: bool = True,
     desc: str = "permutations",
 ) -> PermutationResult:
@@ -175,6 +176,10 @@ def permutation_test(
         Length of the statistic vector.
     n_perms, seed
         Number of permutations (≥ 1) and the seed of ``numpy.random.SeedSequence``.
+    tolerance
+        A permuted value counts as ≥ (≤) the observed one when it is within ``tolerance`` below
+        (above) it. 0 for integer statistics; ratios computed in a different order may need
+        ``sqrt(eps)`` (imcRtools' convention).
     progress
         Show a progress bar (updated between rounds of blocks).
     desc
@@ -213,7 +218,20 @@ def permutation_test(
     with tqdm(total=int(n_perms), desc=desc, disable=not progress, leave=False) as bar:
         for first in range(0, n_blocks, per_round):
             last = min(n_blocks, first + per_round)
-            _run_blocks(kernel, labels, order, offsets, identity, seeds, observed, args, first, last, acc)
+            _run_blocks(
+                kernel,
+                labels,
+                order,
+                offsets,
+                identity,
+                seeds,
+                observed,
+                args,
+                first,
+                last,
+                acc,
+                float(tolerance),
+            )
             bar.update(min(last * BLOCK, n_perms) - first * BLOCK)
     total = acc.sum(axis=0) if n_blocks == 1 else _ordered_sum(acc)
     mean_d = total[0] / n_perms
