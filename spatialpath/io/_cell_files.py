@@ -18,7 +18,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from spatialpath.io._cell_schemas import steinbock_markers
+from spatialpath.io._cell_schemas import add_bbox_centres, steinbock_markers
 from spatialpath.io._common import PathLike, ReaderError, check_path
 
 __all__ = ["PIXEL_SIZE_RTOL", "TableSource", "load_table"]
@@ -49,7 +49,7 @@ class TableSource:
 def load_table(path: PathLike | pd.DataFrame, schema: str) -> TableSource:
     """Read ``path`` (a text table, a steinbock folder or ``.h5ad``, or a DataFrame)."""
     if isinstance(path, pd.DataFrame):
-        return TableSource(path.reset_index(drop=True), name="the DataFrame")
+        return TableSource(add_bbox_centres(path.reset_index(drop=True)), name="the DataFrame")
     p = check_path(path, kind="any", what="cell table")
     if p.is_dir() or p.suffix == ".h5ad":
         _require_steinbock(schema, f"{p} is a steinbock output (folder or .h5ad)")
@@ -59,7 +59,7 @@ def load_table(path: PathLike | pd.DataFrame, schema: str) -> TableSource:
     if p.suffix == ".csv" and p.parent.name.startswith(_STEINBOCK_KINDS):  # one steinbock image
         _require_steinbock(schema, f"{p} is a steinbock table (in {p.parent.name}/)")
         return _load_steinbock_images(p.parent.parent, _segmentation(p.parent), [p.name], name=p.name)
-    df = _read_text(p)
+    df = add_bbox_centres(_read_text(p))  # HALO: positions at the bounding-box midpoints
     stem = re.sub(r"\.(csv|tsv|txt)$", "", p.name.removesuffix(".gz"), flags=re.IGNORECASE)
     src = TableSource(df, name=p.name, files=[p], stem=stem.split("--")[0])  # MCMICRO: <sample>--<method>.csv
     if {"Object", "centroid-0"} <= set(df.columns):  # cells.csv of `steinbock export csv`
@@ -76,22 +76,35 @@ def _require_steinbock(schema: str, what: str) -> None:
 # --- delimited text -----------------------------------------------------------------------------
 
 
+#: candidate separators, in order of preference when several fit equally well.
+_SEPARATORS = ("\t", ";", ",")
+#: lines (header included) read to choose the separator.
+_SNIFF_LINES = 20
+
+
 def _sniff(p: Path) -> tuple[str, str]:
-    """Separator and decimal mark from the first two lines."""
+    """Separator and decimal mark from the header and the first data lines.
+
+    The separator is the candidate (tab, ``;``, ``,``) found the same number of times (> 0) on
+    every line read, quoted text left out; of several, the one found most often (ties: that
+    order). A ``,`` in a column name of a ``;`` file (inForm's "... Mean (Normalized Counts,
+    Total Weighting)") or decimal commas therefore do not make it a comma file. When no
+    candidate is consistent: tab, else ``,``, else ``;`` if in the header, else whitespace.
+    """
     opener = gzip.open if p.suffix == ".gz" else open
     with opener(p, "rt", encoding="utf-8", errors="replace") as fh:
-        header, first = fh.readline(), fh.readline()
-    if "\t" in header:
-        sep = "\t"
-    elif "," in header:
-        sep = ","
-    elif ";" in header:
-        sep = ";"
+        lines = [line.rstrip("\r\n") for _, line in zip(range(_SNIFF_LINES), fh, strict=False)]
+    lines = [line for line in lines if line.strip()] or [""]
+    unquoted = [re.sub(r'"[^"]*"', "", line) for line in lines]
+    counts = {c: [line.count(c) for line in unquoted] for c in _SEPARATORS}
+    consistent = [c for c in _SEPARATORS if counts[c][0] > 0 and len(set(counts[c])) == 1]
+    if consistent:
+        sep = max(consistent, key=lambda c: counts[c][0])  # max() keeps the first of equals
     else:
-        sep = r"\s+"
-    fields = first.rstrip("\r\n").split(sep) if sep != r"\s+" else first.split()
-    comma_decimal = any(re.fullmatch(r"-?\d+,\d+( ?%)?", f.strip()) for f in fields)
-    point_decimal = any(re.fullmatch(r"-?\d+\.\d+( ?%)?", f.strip()) for f in fields)
+        sep = next((c for c in ("\t", ",", ";") if counts[c][0] > 0), r"\s+")
+    fields = [f.strip() for line in lines[1:] for f in (line.split(sep) if sep != r"\s+" else line.split())]
+    comma_decimal = any(re.fullmatch(r"-?\d+,\d+( ?%)?", f) for f in fields)
+    point_decimal = any(re.fullmatch(r"-?\d+\.\d+( ?%)?", f) for f in fields)
     return sep, "," if sep != "," and comma_decimal and not point_decimal else "."
 
 

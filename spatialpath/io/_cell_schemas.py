@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import pandas as pd
+
 from spatialpath.io._common import ReaderError
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "ROLES",
     "SCHEMAS",
     "UNIT_NAMES",
+    "add_bbox_centres",
     "detect_schema",
     "find_xy",
     "id_columns",
@@ -57,6 +60,7 @@ _UNIT_SUFFIX: dict[str, str | None] = {"": None} | UNIT_NAMES
 _POSITION_STEMS = [p + "{a}" for p in ("", "cell", "centroid", "pos", "position", "center", "centre")] + [
     "locationcenter{a}",
     *("{a}" + s for s in ("centroid", "position", "center", "centre", "coord", "coordinate", "location")),
+    *("{a}" + s for s in ("bboxcentre", "bboxcenter")),  # added by add_bbox_centres (HALO)
 ]
 #: normalised position-column name -> units stated by the name (None: not stated).
 _POSITION_NAMES = {
@@ -64,7 +68,8 @@ _POSITION_NAMES = {
     for axis in ("x", "y")
 }
 _ID_NAMES = {
-    "cell_type": {"celltype", "celltypes", "cellphenotype", "phenotype", "type"},
+    # "class" / "classification": QuPath's cell classification (≤ 0.3 / ≥ 0.4)
+    "cell_type": {"celltype", "celltypes", "cellphenotype", "phenotype", "type", "class", "classification"},
     "image_id": {"imageid", "image", "imagename", "imagenumber", "roi", "roiid", "fov", "fovid", "core"}
     | {"coreid", "fieldid", "libraryid"},
     "sample_id": {"sampleid", "sample", "slide", "slideid", "specimen", "specimenid"},
@@ -113,9 +118,74 @@ def position_units(column: str, axis: str) -> str | None:
     return _POSITION_NAMES[axis].get(_norm(column))
 
 
+#: image-id names that give way to an ``Image`` column: QuPath's ``ROI`` column is the object's shape
+#: type ("Polygon", "Ellipse"), not a region of interest.
+_IMAGE_NAMES_BELOW_IMAGE = {"roi"}
+
+
 def id_columns(columns: Iterable[Any], role: str) -> list[Any]:
-    """The columns whose names are a common name of ``role`` (``"cell_type"``, ``"image_id"``, ...)."""
-    return [c for c in columns if _norm(c) in _ID_NAMES[role]]
+    """The columns whose names are a common name of ``role`` (``"cell_type"``, ``"image_id"``, ...).
+
+    For ``image_id``, an ``Image`` column wins over a ``ROI`` column (QuPath exports have both;
+    their ``ROI`` is the shape type).
+
+    Examples
+    --------
+    >>> id_columns(["Image", "Name", "Class", "ROI", "Centroid X µm"], "image_id")
+    ['Image']
+    >>> id_columns(["Image", "Name", "Class", "ROI", "Centroid X µm"], "cell_type")
+    ['Class']
+    """
+    hits = [c for c in columns if _norm(c) in _ID_NAMES[role]]
+    if role == "image_id" and any(_norm(c) == "image" for c in hits):
+        hits = [c for c in hits if _norm(c) not in _IMAGE_NAMES_BELOW_IMAGE]
+    return hits
+
+
+#: HALO object tables: the bounding box of each object, ``XMin``, ``XMax``, ``YMin``, ``YMax``.
+_BBOX_ENDS = ("min", "max")
+
+
+def add_bbox_centres(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``x_bbox_centre``/``y_bbox_centre`` at the bounding-box midpoints of a HALO table.
+
+    Only for a table with ``XMin``, ``XMax``, ``YMin``, ``YMax`` (numeric; optionally with a unit:
+    ``XMin (µm)``) and no x/y position column of a common name; otherwise ``df`` is returned
+    unchanged. The midpoint of inclusive pixel indices is the centre pixel's index, so pixel
+    positions follow the data model's convention. The new names carry the unit of the box
+    columns when they state one (``x_bbox_centre_um``); HALO's plain ``XMin`` ... are pixels unless
+    stated, so a table without units needs ``pixel_size_um=`` (or ``units="um"`` if exported in µm).
+
+    Examples
+    --------
+    >>> halo = pd.DataFrame({"Object Id": [1], "XMin": [10], "XMax": [14], "YMin": [0], "YMax": [5]})
+    >>> add_bbox_centres(halo)[["x_bbox_centre", "y_bbox_centre"]].values.tolist()
+    [[12.0, 2.5]]
+    """
+    found_xy = find_xy([str(c) for c in df.columns])
+    if found_xy["x"] or found_xy["y"]:
+        return df
+    box: dict[tuple[str, str], Any] = {}
+    for axis in ("x", "y"):
+        for end in _BBOX_ENDS:
+            names = {f"{axis}{end}{suffix}" for suffix in _UNIT_SUFFIX}
+            hits = [c for c in df.columns if _norm(c) in names]
+            if len(hits) != 1 or not pd.api.types.is_numeric_dtype(df[hits[0]]):
+                return df
+            box[axis, end] = hits[0]
+    units = {_UNIT_SUFFIX[_norm(c)[4:]] for c in box.values()}
+    if len(units) > 1:
+        raise ReaderError(
+            f"the bounding-box columns {list(box.values())} state different units; rename them or pass "
+            "columns={'x': ..., 'y': ...}"
+        )
+    unit = units.pop()
+    out = df.copy()
+    for axis in ("x", "y"):
+        name = f"{axis}_bbox_centre" + (f"_{unit}" if unit else "")
+        lo, hi = (df[box[axis, end]].to_numpy(dtype=float) for end in _BBOX_ENDS)
+        out[name] = (lo + hi) / 2
+    return out
 
 
 def steinbock_markers(columns: Iterable[str]) -> list[str]:

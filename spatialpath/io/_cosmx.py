@@ -3,7 +3,9 @@
 CosMx gives positions in pixels with y pointing **up** (origin at the bottom left; NanoString's
 SMI ReadMe: "the local y-axis coordinates should be inverted to align the transcript positions
 to images"). spatialpath stores ``x_um = x_global_px × pixel size`` and
-``y_um = −y_global_px × pixel size`` so that y points down, as image rows do.
+``y_um = −y_global_px × pixel size`` so that y points down, as image rows do. AtoMx versions
+differ in orientation: ``flip_y=False`` takes y as pointing down already (``y_um = +y_global_px ×
+pixel size``).
 """
 
 from __future__ import annotations
@@ -41,24 +43,35 @@ COSMX_PIXEL_SIZE_UM = 0.120280945
 COSMX_NSCLC_2022_PIXEL_SIZE_UM = 0.18
 
 _PATTERNS = {
-    "expr": "*exprMat_file.csv*",
-    "meta": "*metadata_file.csv*",
-    "tx": "*tx_file.csv*",
-    "fov": "*fov_positions_file.csv*",
+    "expr": ("*exprMat_file.csv*",),
+    "meta": ("*metadata_file.csv*",),
+    "tx": ("*tx_file.csv*", "*tx_file.parquet"),
+    "fov": ("*fov_positions_file.csv*",),
 }
 
 
 def _files(folder: Path) -> dict[str, Path]:
     found = {}
-    for key, pattern in _PATTERNS.items():
-        hits = sorted(folder.glob(pattern))
+    for key, patterns in _PATTERNS.items():
+        hits = sorted({h for pattern in patterns for h in folder.glob(pattern)})
         if len(hits) > 1:
             raise ReaderError(
-                f"{folder} holds several {pattern} files ({[h.name for h in hits]}); pass one sample"
+                f"{folder} holds several {' or '.join(patterns)} files ({[h.name for h in hits]}); pass one "
+                "sample"
             )
         if hits:
             found[key] = hits[0]
     return found
+
+
+def _flip(flip_y: bool | None) -> bool:
+    """``flip_y=None`` is the default: True (CosMx y points up, per NanoString's SMI ReadMe)."""
+    return True if flip_y is None else bool(flip_y)
+
+
+def _y_rule(flip: bool) -> str:
+    sign = "-" if flip else "+"
+    return f"{sign}y_global_px * pixel_size_um (flip_y={flip}: CosMx y points {'up' if flip else 'down'})"
 
 
 def _sample_name(files: dict[str, Path], folder: Path) -> str:
@@ -69,7 +82,12 @@ def _sample_name(files: dict[str, Path], folder: Path) -> str:
     return folder.name
 
 
-def _fov_positions(files: dict[str, Path]) -> pd.DataFrame:
+def _fov_positions(files: dict[str, Path], ps: float | None = None) -> pd.DataFrame:
+    """FOV offsets indexed by FOV, with ``x_global_px``/``y_global_px``.
+
+    Newer AtoMx exports give only ``X_mm``/``Y_mm`` (or ``x_global_mm``): the pixel offsets are
+    then ``mm × 1000 / pixel size`` (same orientation as the global pixel columns).
+    """
     if "fov" not in files:
         raise FileNotFoundError(
             "no *_fov_positions_file.csv: it gives each FOV's global offset in pixels (and, in AtoMx "
@@ -77,6 +95,17 @@ def _fov_positions(files: dict[str, Path]) -> pd.DataFrame:
         )
     pos = pd.read_csv(files["fov"], **EXACT)
     pos.columns = [c.lower() for c in pos.columns]
+    if "fov" not in pos.columns:
+        raise ReaderError(f"{files['fov'].name} has no FOV column (columns: {list(pos.columns)})")
+    if pos["fov"].duplicated().any():
+        raise ReaderError(
+            f"{files['fov'].name} lists FOVs {sorted(pos.loc[pos['fov'].duplicated(), 'fov'].unique())[:5]} "
+            "more than once (several slides in one export?); export one slide per folder"
+        )
+    for axis in ("x", "y"):
+        px, mm = f"{axis}_global_px", next((c for c in (f"{axis}_global_mm", f"{axis}_mm") if c in pos), None)
+        if px not in pos.columns and mm is not None and ps is not None:
+            pos[px] = pos[mm].astype(np.float64) * 1000 / ps
     return pos.set_index("fov")
 
 
@@ -85,13 +114,15 @@ def _pixel_size(files: dict[str, Path], pixel_size_um: float | None) -> float:
         return require_pixel_size(pixel_size_um, source="CosMx")
     if "fov" in files:
         pos = _fov_positions(files)
-        if {"x_global_mm", "x_global_px"} <= set(pos.columns):
+        mm = next((c for c in ("x_global_mm", "x_mm") if c in pos.columns), None)
+        if mm is not None and "x_global_px" in pos.columns:
             ok = pos["x_global_px"].abs() > 0
-            ratio = 1000 * pos.loc[ok, "x_global_mm"] / pos.loc[ok, "x_global_px"]
+            ratio = 1000 * pos.loc[ok, mm] / pos.loc[ok, "x_global_px"]
             if len(ratio) and np.ptp(ratio) <= 0.01 * abs(ratio.median()):
                 return float(ratio.median())
     raise ValueError(
-        "the CosMx files do not state their pixel size (no x_global_mm column in the FOV positions file); "
+        "the CosMx files do not state their pixel size (no x_global_mm or X_mm column next to x_global_px "
+        "in the FOV positions file); "
         f"pass pixel_size_um=COSMX_PIXEL_SIZE_UM ({COSMX_PIXEL_SIZE_UM}, current instruments) or "
         f"COSMX_NSCLC_2022_PIXEL_SIZE_UM ({COSMX_NSCLC_2022_PIXEL_SIZE_UM}, the 2022 NSCLC public release). "
         "spatialpath never guesses a pixel size."
@@ -102,6 +133,16 @@ def _cell_names(fov: pd.Series, cell: pd.Series) -> pd.Series:
     return fov.astype(str) + "_" + cell.astype(str)
 
 
+def _cell_ids(t: pd.DataFrame) -> pd.Series:
+    """Cell names: the vendor's ``cell`` column when present, else ``"{fov}_{cell_ID}"``.
+
+    AtoMx's ``cell`` is ``c_<slide>_<fov>_<cell_ID>``: unique across slides.
+    """
+    if "cell" in t.columns:
+        return t["cell"].astype(str)
+    return _cell_names(t["fov"], t["cell_ID"])
+
+
 def _feature_types(names: pd.Index) -> np.ndarray:
     return np.select(
         [names.str.startswith("NegPrb"), names.str.startswith("SystemControl")],
@@ -110,12 +151,19 @@ def _feature_types(names: pd.Index) -> np.ndarray:
     )
 
 
-def read_cosmx(path: PathLike, *, pixel_size_um: float | None = None, image_id: str | None = None) -> AnnData:
+def read_cosmx(
+    path: PathLike,
+    *,
+    pixel_size_um: float | None = None,
+    image_id: str | None = None,
+    flip_y: bool | None = None,
+) -> AnnData:
     r"""Read the cells of a CosMx flat-file export into the µm data model.
 
     With ``*_exprMat_file.csv(.gz)`` and ``*_metadata_file.csv(.gz)`` (the vendor's cell ×
     target counts and cell table) the counts are those of the exprMat file and the centroids
-    ``CenterX/Y_global_px``. Without them, cells are built from ``*_tx_file.csv``: counts =
+    ``CenterX/Y_global_px``. Without them, cells are built from ``*_tx_file.csv`` (or
+    ``*_tx_file.parquet``): counts =
     transcripts per (fov, cell_ID ≠ 0) and target; centroid = centroid of the cell's label in
     ``CellLabels/CellLabels_F###.tif`` when present, else the mean of its transcripts
     (``obs["centroid_from"]`` says which).
@@ -125,16 +173,24 @@ def read_cosmx(path: PathLike, *, pixel_size_um: float | None = None, image_id: 
     path
         Folder with the flat files (one sample).
     pixel_size_um
-        µm per pixel; default from the FOV positions file (``x_global_mm / x_global_px``).
-        Without it, pass :data:`COSMX_PIXEL_SIZE_UM` or :data:`COSMX_NSCLC_2022_PIXEL_SIZE_UM`.
+        µm per pixel; default from the FOV positions file (``x_global_mm / x_global_px``, or
+        ``X_mm / x_global_px``). Without it, pass :data:`COSMX_PIXEL_SIZE_UM` or
+        :data:`COSMX_NSCLC_2022_PIXEL_SIZE_UM`.
     image_id
         Default the sample prefix of the file names (e.g. ``Lung12``).
+    flip_y
+        ``True``: CosMx y points up and is negated (``y_um = −y_global_px × pixel size``);
+        ``False``: y already points down (``y_um = +y_global_px × pixel size``). ``None`` (the
+        default) is ``True``, NanoString's documented orientation; AtoMx versions differ, so
+        check an image overlay (:func:`cosmx_fov_image` with the same ``flip_y``) on new exports.
 
     Returns
     -------
-    AnnData: cells (``obs_names`` = ``"{fov}_{cell_ID}"``) × targets (float32 CSR counts;
-    ``var["feature_types"]`` marks ``NegPrb*`` and ``SystemControl*``), ``obs`` with ``fov``,
-    ``cell_ID`` and the metadata columns, ``obsm["spatial"]`` in µm (y flipped, see above).
+    AnnData: cells × targets (float32 CSR counts; ``var["feature_types"]`` marks ``NegPrb*`` and
+    ``SystemControl*``), ``obs`` with ``fov``, ``cell_ID`` and the metadata columns,
+    ``obsm["spatial"]`` in µm (y flipped, see above). ``obs_names`` are the vendor's ``cell``
+    column (``c_<slide>_<fov>_<cell_ID>``, unique across slides) when the files have it, else
+    ``"{fov}_{cell_ID}"``.
 
     Raises
     ------
@@ -142,6 +198,8 @@ def read_cosmx(path: PathLike, *, pixel_size_um: float | None = None, image_id: 
         If neither the exprMat + metadata files nor a tx file is in ``path``.
     ValueError
         If the pixel size is neither given nor stated by the files.
+    ReaderError
+        If a cell of the exprMat file has no metadata row, or cell names repeat.
 
     Examples
     --------
@@ -159,12 +217,14 @@ def read_cosmx(path: PathLike, *, pixel_size_um: float | None = None, image_id: 
     folder = check_path(path, kind="dir", what="CosMx flat-file folder")
     files = _files(folder)
     ps = _pixel_size(files, pixel_size_um)
+    flip = _flip(flip_y)
     if "expr" in files and "meta" in files:
         obs, X, genes = _cells_from_exprmat(files)
-        xy = np.c_[obs["CenterX_global_px"], -obs["CenterY_global_px"]].astype(np.float64) * ps
+        sign = -1.0 if flip else 1.0
+        xy = np.c_[obs["CenterX_global_px"], sign * obs["CenterY_global_px"]].astype(np.float64) * ps
         cells_from = files["expr"].name
     elif "tx" in files:
-        obs, X, genes, xy = _cells_from_transcripts(folder, files, ps)
+        obs, X, genes, xy = _cells_from_transcripts(folder, files, ps, flip)
         cells_from = files["tx"].name
     else:
         raise FileNotFoundError(
@@ -177,20 +237,28 @@ def read_cosmx(path: PathLike, *, pixel_size_um: float | None = None, image_id: 
         technology="cosmx",
         pixel_size_um=ps,
         source_files=[str(f) for f in files.values()],
-        extra={"cells_from": cells_from, "y_um": "-y_global_px * pixel_size_um (CosMx y points up)"},
+        extra={"cells_from": cells_from, "y_um": _y_rule(flip)},
     )
     return build_cells(xy, X=X, var=var, obs=obs, meta=meta, source=str(folder))
 
 
 def _cells_from_exprmat(files: dict[str, Path]) -> tuple[pd.DataFrame, sp.csr_matrix, pd.Index]:
+    meta = pd.read_csv(files["meta"], **EXACT)
+    by_cell = "cell" in meta.columns  # newer AtoMx: c_<slide>_<fov>_<cell_ID>, unique across slides
     blocks, keys, genes = [], [], None
     for chunk in pd.read_csv(files["expr"], chunksize=100_000, **EXACT):
         chunk = chunk[chunk["cell_ID"] != 0]  # cell_ID 0 = transcripts outside cells, per FOV
+        by_cell = by_cell and "cell" in chunk.columns
         genes = pd.Index([c for c in chunk.columns if c not in ("fov", "cell_ID", "cell")])
         blocks.append(sp.csr_matrix(chunk[genes].to_numpy(np.float32)))
-        keys.append(_cell_names(chunk["fov"], chunk["cell_ID"]))
-    meta = pd.read_csv(files["meta"], **EXACT)
-    meta.index = _cell_names(meta["fov"], meta["cell_ID"]).to_numpy()
+        keys.append(chunk["cell"].astype(str) if by_cell else _cell_names(chunk["fov"], chunk["cell_ID"]))
+    meta.index = pd.Index(meta["cell"].astype(str) if by_cell else _cell_names(meta["fov"], meta["cell_ID"]))
+    if not meta.index.is_unique:
+        dup = meta.index[meta.index.duplicated()].unique()[:3].tolist()
+        raise ReaderError(
+            f"{files['meta'].name}: cells {dup} repeat (several slides with the same fov and cell_ID?); "
+            "without a 'cell' column in both files they cannot be told apart: export one slide per folder"
+        )
     names = pd.concat(keys).to_numpy()
     missing = ~pd.Index(names).isin(meta.index)
     if missing.any():
@@ -198,17 +266,28 @@ def _cells_from_exprmat(files: dict[str, Path]) -> tuple[pd.DataFrame, sp.csr_ma
             f"{int(missing.sum())} cells of {files['expr'].name} have no row in {files['meta'].name} "
             f"(first: {list(names[missing][:3])})"
         )
-    return meta.loc[names], sp.vstack(blocks).tocsr(), genes
+    obs = meta.loc[names]
+    if "cell" in obs.columns:  # the vendor's names, also when the exprMat file lacks the column
+        obs.index = pd.Index(obs["cell"].astype(str).to_numpy())
+    return obs, sp.vstack(blocks).tocsr(), genes
 
 
 def _cells_from_transcripts(
-    folder: Path, files: dict[str, Path], ps: float
+    folder: Path, files: dict[str, Path], ps: float, flip: bool
 ) -> tuple[pd.DataFrame, sp.csr_matrix, pd.Index, np.ndarray]:
-    cols = ["fov", "cell_ID", "target", "x_global_px", "y_global_px"]
-    tx = pd.read_csv(files["tx"], usecols=cols, dtype={"target": str}, **EXACT)
+    cols = {"fov", "cell_ID", "target", "x_global_px", "y_global_px", "cell"}
+    if files["tx"].name.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(files["tx"]).names
+        tx = pd.read_parquet(files["tx"], columns=[c for c in names if c in cols])
+    else:
+        tx = pd.read_csv(
+            files["tx"], usecols=lambda c: c in cols, dtype={"target": str, "cell": str}, **EXACT
+        )
     genes = pd.Index(np.unique(tx["target"].astype(str)))
     tx = tx[tx["cell_ID"] != 0].sort_values(["fov", "cell_ID"], kind="stable")
-    row, cells = pd.factorize(_cell_names(tx["fov"], tx["cell_ID"]))  # cells ordered by fov, cell_ID
+    row, cells = pd.factorize(_cell_ids(tx))  # cells ordered by fov, cell_ID
     col = genes.get_indexer(tx["target"].astype(str))
     X = sp.csr_matrix((np.ones(len(tx), np.float32), (row, col)), shape=(len(cells), len(genes)))
     first = pd.DataFrame({"row": row, "fov": tx["fov"].to_numpy(), "cell_ID": tx["cell_ID"].to_numpy()})
@@ -216,7 +295,7 @@ def _cells_from_transcripts(
     xy = (
         np.c_[
             np.bincount(row, tx["x_global_px"].to_numpy()) / np.bincount(row),
-            -np.bincount(row, tx["y_global_px"].to_numpy()) / np.bincount(row),
+            (-1.0 if flip else 1.0) * np.bincount(row, tx["y_global_px"].to_numpy()) / np.bincount(row),
         ]
         * ps
     )
@@ -224,7 +303,7 @@ def _cells_from_transcripts(
     for fov in np.unique(obs["fov"]):
         if find_file(folder / "CellLabels", [f"CellLabels_F{fov:03d}.tif"]) is None:
             continue
-        lab = cosmx_fov_image(folder, fov, kind="labels", pixel_size_um=ps)
+        lab = cosmx_fov_image(folder, fov, kind="labels", pixel_size_um=ps, flip_y=flip)
         flat = lab.values.ravel()
         idx = np.flatnonzero(flat)
         labels, width = flat[idx], lab.sizes["x"]
@@ -240,8 +319,10 @@ def _cells_from_transcripts(
     return obs, X, genes, xy
 
 
-def read_cosmx_transcripts(path: PathLike, *, pixel_size_um: float | None = None, lazy: bool = True) -> Any:
-    r"""Read the CosMx ``*_tx_file.csv(.gz)`` as a transcripts table in µm, lazily by default.
+def read_cosmx_transcripts(
+    path: PathLike, *, pixel_size_um: float | None = None, lazy: bool = True, flip_y: bool | None = None
+) -> Any:
+    r"""Read a CosMx ``*_tx_file`` (CSV, gzipped CSV, Parquet) as transcripts in µm, lazily by default.
 
     Parameters
     ----------
@@ -250,14 +331,17 @@ def read_cosmx_transcripts(path: PathLike, *, pixel_size_um: float | None = None
     pixel_size_um
         As in :func:`read_cosmx`.
     lazy
-        Return a :class:`dask.dataframe.DataFrame` (a gzipped CSV is one partition); ``False``
-        reads into pandas.
+        Return a :class:`dask.dataframe.DataFrame` (a gzipped CSV is one partition; Parquet
+        row groups become partitions); ``False`` reads into pandas.
+    flip_y
+        As in :func:`read_cosmx` (default ``True``: ``y_um`` = −``y_global_px`` × pixel size).
 
     Returns
     -------
     DataFrame with ``x_um`` (= ``x_global_px`` × pixel size), ``y_um``
-    (= −``y_global_px`` × pixel size), ``gene`` (= ``target``), ``cell_id``
-    (``"{fov}_{cell_ID}"``, ``None`` for ``cell_ID`` 0), then the CosMx columns (``fov``,
+    (= −``y_global_px`` × pixel size), ``gene`` (= ``target``), ``cell_id`` (the ``obs_names``
+    of :func:`read_cosmx`: the vendor's ``cell`` column when present, else
+    ``"{fov}_{cell_ID}"``; ``None`` for ``cell_ID`` 0), then the CosMx columns (``fov``,
     ``cell_ID``, pixel positions, ``z`` slice index, ``CellComp``).
 
     Examples
@@ -279,14 +363,16 @@ def read_cosmx_transcripts(path: PathLike, *, pixel_size_um: float | None = None
     if "tx" not in files:
         raise FileNotFoundError(f"no *_tx_file.csv in {p}")
     ps = _pixel_size(files, pixel_size_um)
-    df = read_table(files["tx"], lazy=lazy, dtype={"target": str, "CellComp": str})
+    sign = -1.0 if _flip(flip_y) else 1.0
+    text = {"target": str, "CellComp": str, "cell": str}
+    df = read_table(files["tx"], lazy=lazy, dtype=None if files["tx"].suffix == ".parquet" else text)
 
     def convert(t: pd.DataFrame) -> pd.DataFrame:
         out = t.rename(columns={"target": "gene"})
         out["x_um"] = t["x_global_px"].astype(np.float64) * ps
-        out["y_um"] = -t["y_global_px"].astype(np.float64) * ps
+        out["y_um"] = sign * t["y_global_px"].astype(np.float64) * ps
         out["gene"] = out["gene"].astype(str)
-        out["cell_id"] = _cell_names(t["fov"], t["cell_ID"]).astype(object).where(t["cell_ID"] != 0, None)
+        out["cell_id"] = _cell_ids(t).astype(object).where(t["cell_ID"] != 0, None)
         return order_transcripts(out)
 
     return map_frame(df, convert)
@@ -315,7 +401,12 @@ def _crop_origin(f: Path, height: int) -> tuple[float, float]:
 
 
 def cosmx_fov_image(
-    path: PathLike, fov: int, *, kind: str = "labels", pixel_size_um: float | None = None
+    path: PathLike,
+    fov: int,
+    *,
+    kind: str = "labels",
+    pixel_size_um: float | None = None,
+    flip_y: bool | None = None,
 ) -> xr.DataArray:
     """Return one FOV's cell label mask or composite image, placed in the global µm frame.
 
@@ -324,7 +415,8 @@ def cosmx_fov_image(
     ``(x_fov + col, y_fov + H − row)`` px. A GDAL ``.aux.xml`` sidecar (written when an image
     is cropped, as in Giotto's mini datasets) or GeoTIFF tie-point tags give the crop's local
     origin instead of ``(0, H)``. On the Lung12 mini dataset, 99.99 % of cell transcripts fall
-    on their cell's label.
+    on their cell's label. With ``flip_y=False`` (y pointing down) pixel ``(row, col)`` is at
+    global ``(x_fov + col, y_fov + row)`` px (georeferenced crops are then refused).
 
     Parameters
     ----------
@@ -335,7 +427,7 @@ def cosmx_fov_image(
     kind
         ``"labels"`` (``CellLabels_F###.tif``, an integer mask of ``cell_ID``) or
         ``"composite"`` (``CellComposite_F###.jpg``, RGB).
-    pixel_size_um
+    pixel_size_um, flip_y
         As in :func:`read_cosmx`.
 
     Raises
@@ -362,8 +454,15 @@ def cosmx_fov_image(
         with Image.open(f) as im:
             data = np.asarray(im.convert("RGB")).transpose(2, 0, 1)
     x_left, y_top = _crop_origin(f, data.shape[-2])
-    pos = _fov_positions(files).loc[fov]
-    origin = ((pos["x_global_px"] + x_left) * ps, -(pos["y_global_px"] + y_top) * ps)
+    pos = _fov_positions(files, ps).loc[fov]
+    if _flip(flip_y):
+        origin = ((pos["x_global_px"] + x_left) * ps, -(pos["y_global_px"] + y_top) * ps)
+    elif (x_left, y_top) != (0.0, float(data.shape[-2])):
+        raise ReaderError(
+            f"{f.name} is a georeferenced crop; with flip_y=False only whole FOV images are placed"
+        )
+    else:
+        origin = (pos["x_global_px"] * ps, pos["y_global_px"] * ps)
     if kind == "labels":
         return make_labels(data, pixel_size_um=ps, origin_um=origin, image_id=f"fov{fov}", source=str(f))
     return make_image(data, channels=["R", "G", "B"], pixel_size_um=ps, origin_um=origin, source=str(f))

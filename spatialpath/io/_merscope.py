@@ -8,6 +8,7 @@ pointing down, the data model's frame: no conversion is needed. Mosaic images ma
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,12 @@ def _transform(folder: Path) -> np.ndarray | None:
     f = folder / _TRANSFORM
     if not f.is_file():
         return None
-    m = np.loadtxt(f, delimiter=" " if "," not in f.read_text() else ",")
+    # Vizgen writes space-separated numbers; tabs, repeated or trailing spaces, commas and CRLF
+    # line ends (files re-saved by other tools) are read alike.
+    try:
+        m = np.loadtxt(io.StringIO(f.read_text().replace(",", " ")), ndmin=2)
+    except ValueError as e:
+        raise ReaderError(f"{f} is not a matrix of numbers ({e})") from None
     if m.shape != (3, 3) or not np.isclose(m[0, 0], m[1, 1]) or m[0, 1] != 0 or m[1, 0] != 0:
         raise ReaderError(f"{f} must be a 3 × 3 scale-and-shift matrix (pixel = M · µm), got {m.tolist()}")
     return m

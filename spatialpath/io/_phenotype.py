@@ -24,6 +24,9 @@ UNKNOWN = "Unknown"
 GATE = 0.5
 #: allpos/allneg scores get this edge over a matching single-marker phenotype (as in scimap).
 _ALL_BONUS = 0.01
+#: raw values above this, with every gate below log1p of the marker's maximum, mean that the
+#: gates are on scimap's log1p scale while the values are raw intensities.
+RAW_SCALE_MAX = 100.0
 
 WorkflowLike = pd.DataFrame | str | os.PathLike[str]
 GatesLike = Mapping[str, float] | pd.DataFrame | None
@@ -121,6 +124,37 @@ def rescale_to_gates(values: np.ndarray, gate: float) -> np.ndarray:
     return out
 
 
+def _log_scale_gates(x: np.ndarray, images: np.ndarray, table: pd.DataFrame, used: list[str]) -> str | None:
+    """A description of the problem if the gates look log1p-scale while ``x`` holds raw values.
+
+    True when some (marker, image) has raw values above :data:`RAW_SCALE_MAX` and, for every such
+    pair, the gate is below ``log1p`` of the maximum (scimap's gates are log1p-scale: 6-9 for
+    16-bit intensities). The message gives the share of cells each marker would call positive.
+    """
+    pairs, shares = 0, {}
+    for img in table.columns:
+        rows = images == img
+        for j, m in enumerate(used):
+            v = x[rows, j]
+            if not v.size or v.max() <= RAW_SCALE_MAX:
+                continue
+            g = table.at[m, img]
+            if not g < np.log1p(v.max()):
+                return None
+            pairs += 1
+            c = v[np.argmin(np.abs(v - g))]
+            shares[m] = [*shares.get(m, []), float((v >= c).mean())]
+    if not pairs:
+        return None
+    pos = ", ".join(f"{m} {100 * np.mean(f):.1f} %" for m, f in list(shares.items())[:6])
+    more = len(shares) - 6
+    pos += f" and {more} more marker{'s' if more > 1 else ''}" if more > 0 else ""
+    return (
+        f"the gates look log1p-scale (all below log1p of the markers' maxima, values up to "
+        f"{np.nanmax(x):.4g}); on the raw values they would call positive: {pos}"
+    )
+
+
 def _scores(v: pd.DataFrame, rules: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """One phenotype's score for every cell (scimap's ``phenotype_cells``) and its 'likely-' flag."""
     parts, fail = [], np.zeros(len(v), dtype=bool)
@@ -166,7 +200,7 @@ def phenotype(
     gates: GatesLike,
     workflow: WorkflowLike,
     *,
-    log: bool = False,
+    log: bool | None = None,
     layer: str | None = None,
     image_key: str = Key.obs.image_id,
     key_added: str = "phenotype",
@@ -208,8 +242,14 @@ def phenotype(
     workflow
         The gating tree as a DataFrame or the path of its CSV file.
     log
-        Apply ``log1p`` to the values before gating; scimap's ``rescale`` does this by default
-        and MCMICRO/scimap ``manual_gates.csv`` files are on that scale.
+        Apply ``log1p`` to the values before gating (``True``) or not (``False``). scimap's
+        ``pp.rescale`` has ``log=True`` by default (``log1p`` of ``adata.raw.X`` before gating),
+        and MCMICRO/scimap ``manual_gates.csv`` gates are on that scale: with raw intensities,
+        pass ``log=True``. ``None`` (the default) means ``False`` unless the gates look
+        log1p-scale while the values are raw — every gate below ``log1p`` of its marker's maximum
+        and values above 100 (:data:`RAW_SCALE_MAX`) — which raises :class:`ValueError` asking
+        for ``log=True`` (or ``log=False`` for gates that really are on the raw scale, e.g. small
+        IMC counts). Without ``gates`` it is ignored unless ``True``.
     layer
         Read values from ``adata.layers[layer]`` instead of ``X``.
     image_key
@@ -228,7 +268,8 @@ def phenotype(
     ------
     ValueError
         If workflow markers are missing from ``var_names``, a rule value is unknown, a row has
-        no rule or repeats a phenotype, a marker has no gate, or the values have NaN.
+        no rule or repeats a phenotype, a marker has no gate, the values have NaN, or (with
+        ``log=None``) the gates look log1p-scale while the values are raw.
 
     Examples
     --------
@@ -242,6 +283,16 @@ def phenotype(
     ... )
     >>> phenotype(cells, {"CD45": 6, "ECAD": 6, "CD3": 6}, tree, inplace=False).tolist()
     ['T cell', 'Immune', 'Tumour', 'Unknown']
+
+    Raw 16-bit intensities with scimap's log1p-scale gates need ``log=True``:
+
+    >>> raw = ad.AnnData(np.expm1(X) + 0.0, var=cells.var)
+    >>> phenotype(raw, {"CD45": 6, "ECAD": 6, "CD3": 6}, tree, log=True, inplace=False).tolist()
+    ['T cell', 'Immune', 'Tumour', 'Unknown']
+    >>> phenotype(raw, {"CD45": 6, "ECAD": 6, "CD3": 6}, tree, inplace=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: the gates look log1p-scale ... CD45 100.0 %, ECAD 100.0 %, CD3 100.0 %; pass log=True ...
     """
     wf, used = _read_workflow(workflow, adata.var_names)
     raw = adata.layers[layer] if layer is not None else adata.X
@@ -250,8 +301,6 @@ def phenotype(
     if np.isnan(x).any():
         bad = [m for m, col in zip(used, np.isnan(x).any(axis=0), strict=True) if col]
         raise ValueError(f"markers {bad} have NaN values; drop or fill those cells before phenotyping")
-    if log:
-        x = np.log1p(x)
     if gates is not None:
         images = (
             adata.obs[image_key].astype(str).to_numpy()
@@ -259,6 +308,16 @@ def phenotype(
             else np.full(adata.n_obs, "all", dtype=object)
         )
         table = _gate_table(gates, used, list(pd.unique(images)))
+        problem = _log_scale_gates(x, images, table, used) if log is None else None
+        if problem:
+            raise ValueError(
+                f"{problem}; pass log=True to gate log1p(values) as scimap's rescale does by default "
+                "(MCMICRO/scimap manual_gates.csv are log1p-scale), or log=False if the gates really "
+                "are on the scale of the raw values"
+            )
+    if log:
+        x = np.log1p(x)
+    if gates is not None:
         outside = set()
         for img in table.columns:
             rows = images == img

@@ -35,9 +35,14 @@ __all__ = [
 RGB_NAMES = ("R", "G", "B")
 #: tifffile series names that are not the tissue image (whole-slide extras).
 _EXTRA_SERIES = {"thumbnail", "label", "macro", "overview"}
-#: resolution tags giving pixels larger than this (µm) are screen/print defaults (72 or 96 dpi), not
-#: a microscope calibration, and are ignored.
+#: resolution tags in centimetres giving pixels of this size (µm) or larger are screen/print
+#: defaults, not a microscope calibration, and are ignored.
 MAX_TAG_PIXEL_UM = 50.0
+#: resolution tags in inches giving pixels larger than this (µm) are ignored: inch units are what
+#: image editors, screens and printers write (72/96 dpi screens; 300, 600, 1200, 2400, 4800 dpi
+#: print resolutions = 84.7, 42.3, 21.2, 10.6, 5.3 µm), not a microscope calibration. 5 µm is
+#: ~5,080 dpi; microscopes and slide scanners that write inches write far more (0.5 µm = 50,800 dpi).
+MAX_INCH_TAG_PIXEL_UM = 5.0
 #: micrometres per unit, for OME ``UnitsLength`` and ImageJ ``unit`` values.
 _UM_PER_UNIT = {
     "m": 1e6,
@@ -214,11 +219,24 @@ def _imagej_pixel_size(tif: tifffile.TiffFile, page: Any) -> float | None:
     y = None
     if 283 in page.tags and page.tags[283].value[0]:
         y = _to_um(page.tags[283].value[1] / page.tags[283].value[0], unit)
-    return _square(x, y, "ImageJ resolution")
+    ps = _square(x, y, "ImageJ resolution")
+    return _trusted_tag_size(ps, unit) if unit in ("in", "inch") else ps
+
+
+def _trusted_tag_size(ps: float | None, unit: str) -> float | None:
+    """A resolution-tag pixel size, or None when it is a screen/print setting (see the limits)."""
+    if ps is None:
+        return None
+    limit_ok = ps <= MAX_INCH_TAG_PIXEL_UM if unit in ("in", "inch") else ps < MAX_TAG_PIXEL_UM
+    return ps if limit_ok else None
 
 
 def _tag_pixel_size(page: Any) -> float | None:
-    """Pixel size from XResolution/YResolution in pixels per cm or inch (absent unit means inch)."""
+    """Pixel size from XResolution/YResolution in pixels per cm or inch (absent unit means inch).
+
+    Trusted only below :data:`MAX_TAG_PIXEL_UM` (50 µm) in centimetres and up to
+    :data:`MAX_INCH_TAG_PIXEL_UM` (5 µm) in inches; otherwise None (the pixel size is absent).
+    """
     if 282 not in page.tags:
         return None
     unit_code = int(page.tags[296].value) if 296 in page.tags else 2
@@ -231,8 +249,7 @@ def _tag_pixel_size(page: Any) -> float | None:
     if 283 in page.tags and page.tags[283].value[0]:
         ynum, yden = page.tags[283].value
         y = _to_um(yden / ynum, unit)
-    ps = _square(x, y, "TIFF XResolution/YResolution tags")
-    return ps if ps is not None and ps <= MAX_TAG_PIXEL_UM else None
+    return _trusted_tag_size(_square(x, y, "TIFF XResolution/YResolution tags"), unit)
 
 
 def pixel_size(tif: tifffile.TiffFile, series_index: int) -> tuple[float | None, str]:
@@ -240,8 +257,11 @@ def pixel_size(tif: tifffile.TiffFile, series_index: int) -> tuple[float | None,
 
     Order of sources: OME-XML ``PhysicalSizeX/Y`` (with units); Aperio SVS ``MPP``; ImageJ
     ``unit`` with the resolution tags; TIFF ``XResolution``/``YResolution`` with
-    ``ResolutionUnit`` centimetre or inch (values above :data:`MAX_TAG_PIXEL_UM` µm, i.e. 72/96 dpi
-    screen defaults, are ignored).
+    ``ResolutionUnit`` centimetre or inch. Resolution tags are a microscope calibration only when
+    plausible: in centimetres below :data:`MAX_TAG_PIXEL_UM` (50 µm), in inches (the TIFF default
+    unit, written by editors, screens and printers) up to :data:`MAX_INCH_TAG_PIXEL_UM` (5 µm);
+    72/96 dpi screen and 300–4800 dpi print resolutions are treated as absent, so the pixel size
+    must then be passed.
 
     Raises
     ------
@@ -320,14 +340,39 @@ def open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
 
 
 def check_data_extent(path: Path, pages: Sequence[Any]) -> None:
-    """Raise :class:`ReaderError` if the pixel data of ``pages`` lies beyond the end of the file."""
-    size = path.stat().st_size
+    """Raise :class:`ReaderError` if the pixel data of ``pages`` lies beyond the end of their file.
+
+    Each page is checked against the size of the file that holds it: in a multi-file OME-TIFF
+    (e.g. Xenium's ``morphology_focus_0000.ome.tif`` ... ``_0003``) the first file's series has
+    pages in the other files, found by UUID.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np, tifffile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.tif"
+    >>> tifffile.imwrite(p, np.ones((64, 64), np.uint16))
+    >>> _ = p.write_bytes(p.read_bytes()[:5000])
+    >>> with tifffile.TiffFile(p) as tf:
+    ...     try:
+    ...         check_data_extent(p, tf.pages)
+    ...     except ReaderError as e:
+    ...         print(str(e).split(":")[1].strip())
+    the file is truncated
+    """
+    sizes: dict[str, tuple[str, int]] = {}
     for page in (p for p in pages if p is not None):  # None: a page missing from an OME series
+        fh = getattr(getattr(page, "parent", None), "filehandle", None)
+        key = str(getattr(fh, "path", "") or path)
+        if key not in sizes:
+            size = getattr(fh, "size", None)
+            sizes[key] = (Path(key).name, int(size) if size is not None else path.stat().st_size)
+        name, size = sizes[key]
         offsets = np.asarray(page.dataoffsets, dtype=np.int64)
         counts = np.asarray(page.databytecounts, dtype=np.int64)
         end = int((offsets + counts).max()) if offsets.size else 0
         if end > size:
+            where = name if name == path.name else f"{name} (part of the multi-file OME-TIFF {path.name})"
             raise ReaderError(
-                f"{path.name}: the file is truncated: image data runs to byte {end:,} but the file has "
+                f"{where}: the file is truncated: image data runs to byte {end:,} but the file has "
                 f"{size:,} bytes (an incomplete download or copy?)"
             )

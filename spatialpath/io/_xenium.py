@@ -8,6 +8,8 @@ image is ``pixel_size`` of ``experiment.xenium`` (0.2125 µm on current instrume
 from __future__ import annotations
 
 import json
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import xarray as xr
 from anndata import AnnData
 
 from spatialpath.io._common import PathLike, ReaderError, check_path
+from spatialpath.io._image import _inspect_tiff, _level_image
 from spatialpath.io._st_common import (
     build_cells,
     counts_path,
@@ -26,7 +29,8 @@ from spatialpath.io._st_common import (
     read_10x_counts,
     read_table,
 )
-from spatialpath.model import ImageMetadata, make_image
+from spatialpath.io._tiff_meta import open_tiff, pixel_size
+from spatialpath.model import ImageMetadata
 
 __all__ = ["read_xenium", "read_xenium_transcripts", "xenium_image"]
 
@@ -162,7 +166,8 @@ def read_xenium_transcripts(path: PathLike, *, lazy: bool = True, min_qv: float 
         Return a :class:`dask.dataframe.DataFrame` (nothing is read until ``.compute()``;
         Parquet row groups become partitions). ``False`` reads into pandas.
     min_qv
-        Keep transcripts with ``qv >= min_qv`` (10x's counts matrix uses 20).
+        Keep transcripts with ``qv >= min_qv`` (10x's counts matrix uses 20). Needs the ``qv``
+        column: a table without it raises :class:`ReaderError` (never an unfiltered table).
 
     Returns
     -------
@@ -170,6 +175,13 @@ def read_xenium_transcripts(path: PathLike, *, lazy: bool = True, min_qv: float 
     (= ``feature_name``), ``cell_id`` (``None`` when not in a cell; otherwise the
     ``obs_names`` of :func:`read_xenium`), then the other Xenium columns (``qv``,
     ``overlaps_nucleus``, ``transcript_id``, ...).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no transcripts file.
+    ReaderError
+        If a required column is missing, or ``min_qv`` is given and there is no ``qv`` column.
 
     Examples
     --------
@@ -191,6 +203,11 @@ def read_xenium_transcripts(path: PathLike, *, lazy: bool = True, min_qv: float 
     need = {"x_location", "y_location", "feature_name", "cell_id"} - set(df.columns)
     if need:
         raise ReaderError(f"{f} lacks the columns {sorted(need)}; is it a Xenium transcripts table?")
+    if min_qv is not None and "qv" not in df.columns:
+        raise ReaderError(
+            f"min_qv={min_qv} filters on the Phred quality column 'qv', but {f.name} has none (columns: "
+            f"{', '.join(map(str, df.columns))}); pass min_qv=None to keep every transcript"
+        )
 
     def convert(t: pd.DataFrame) -> pd.DataFrame:
         if min_qv is not None:
@@ -209,10 +226,19 @@ def read_xenium_transcripts(path: PathLike, *, lazy: bool = True, min_qv: float 
 def xenium_image(path: PathLike, *, level: int = 0) -> xr.DataArray:
     """Open the Xenium morphology focus image lazily (dask) as a DataArray in µm.
 
-    Reads ``morphology_focus/*.ome.tif`` (XOA >= 2.0, one file per stain, stacked as
-    channels), else ``morphology_focus.ome.tif`` or ``morphology_mip.ome.tif`` (XOA 1.x).
+    Reads ``morphology_focus/*.ome.tif`` (XOA >= 2.0, one file per stain), else
+    ``morphology_focus.ome.tif`` or ``morphology_mip.ome.tif`` (XOA 1.x). XOA >= 2 writes a
+    multi-file OME-TIFF: the OME-XML of ``morphology_focus_0000.ome.tif`` lists every stain and
+    links the other files by UUID, so that file alone is opened when its series has every
+    channel; otherwise (independent single-stain files, or a linked file missing) each file is
+    opened and each channel kept once, in file order, with a warning for channels whose file is
+    missing.
+
     The pixel size is ``pixel_size`` of ``experiment.xenium`` (else the OME
-    ``PhysicalSizeX``) times the pyramid level's downsampling; µm = pixel index × pixel size.
+    ``PhysicalSizeX``) times the pyramid level's downsampling. Levels are placed as by
+    :func:`~spatialpath.io.read_pyramid`: level 0 pixel centres at ``index × pixel size``; level
+    *k* (pixel size ``ps_k``) has its pixel (0, 0) centred at ``(ps_k − ps_0) / 2``, so every level
+    covers the same µm extent.
 
     Parameters
     ----------
@@ -226,7 +252,8 @@ def xenium_image(path: PathLike, *, level: int = 0) -> xr.DataArray:
     FileNotFoundError
         If there is no morphology focus or MIP image.
     ReaderError
-        If no pixel size is recorded, or the level does not exist.
+        If no pixel size is recorded, the level does not exist, the image is a z-stack, or the
+        files are not on one pixel grid.
 
     Examples
     --------
@@ -238,43 +265,93 @@ def xenium_image(path: PathLike, *, level: int = 0) -> xr.DataArray:
     >>> img.sizes["y"], img.sizes["x"], img.attrs["pixel_size_um"], img.c.values.tolist()
     (8, 10, 0.2125, ['morphology_focus'])
     """
-    import dask.array as da
-    import tifffile
-    import zarr
-
     folder = check_path(path, kind="dir", what="Xenium output folder")
     files = _image_files(folder)
     if not files:
         raise FileNotFoundError(f"no morphology image in {folder}: looked for {', '.join(_IMAGES)}")
-    arrays, names, ps = [], [], _experiment(folder).get("pixel_size")
-    for f in files:
-        with tifffile.TiffFile(f) as tf:
-            series = tf.series[0]
-            if level >= len(series.levels):
-                raise ReaderError(
-                    f"{f.name} has {len(series.levels)} pyramid levels; level {level} does not exist"
-                )
-            full, axes = series.levels[0].shape, series.axes
-            ome = tifffile.xml2dict(tf.ome_metadata)["OME"]["Image"] if tf.ome_metadata else {}
-            pixels = (ome[0] if isinstance(ome, list) else ome).get("Pixels", {})
-        if "Z" in axes:
-            raise ReaderError(f"{f.name} is a z-stack ({axes}); use morphology_focus images (2-D)")
-        arr = da.from_zarr(zarr.open(tifffile.imread(f, aszarr=True, level=level), mode="r"))
-        arr = arr if arr.ndim == 3 else arr[None]
-        chan = pixels.get("Channel", [])
-        found = [c.get("Name") for c in (chan if isinstance(chan, list) else [chan])]
-        stem = f.name.split(".")[0]
-        if len(found) != arr.shape[0] or not all(found):
-            found = [stem] if arr.shape[0] == 1 else [f"{stem}_{i}" for i in range(arr.shape[0])]
-        names += found
-        ps = ps or pixels.get("PhysicalSizeX")
-        arrays.append(arr)
-    if ps is None:
+    ps = _experiment(folder).get("pixel_size")
+    first = _morphology_series(files[0], level, ps, folder)
+    if all(first.present) and first.files >= {f.resolve() for f in files}:
+        # one series has every channel (XOA >= 2: the first file's OME-XML links the others by UUID)
+        parts = [_morphology_level(first, level, ps)]
+    else:  # files with one image each (or a linked file missing): stack them, each channel once
+        parts, seen, lost = [], set(), {}
+        for f in files:
+            info = first if f == files[0] else _morphology_series(f, level, ps, folder)
+            img = _morphology_level(info, level, ps)
+            names = [str(c) for c in img.c.values]
+            keep = [i for i, c in enumerate(names) if info.present[i] and c not in seen]
+            lost.update({c: f.name for i, c in enumerate(names) if not info.present[i]})
+            seen.update(names[i] for i in keep)
+            if keep:
+                parts.append(img.isel(c=keep))
+        missing = {c: f for c, f in lost.items() if c not in seen}
+        if not parts:
+            raise ReaderError(f"no channel of {', '.join(f.name for f in files)} could be read")
+        if missing:
+            warnings.warn(
+                f"channels {sorted(missing)} of the morphology image are missing (a file their OME-XML "
+                "links to could not be read) and are left out",
+                UserWarning,
+                stacklevel=2,
+            )
+    try:
+        image = (
+            parts[0] if len(parts) == 1 else xr.concat(parts, dim="c", join="exact", combine_attrs="override")
+        )
+    except ValueError as e:
+        raise ReaderError(
+            f"the morphology images {', '.join(f.name for f in files)} are not on one pixel grid ({e})"
+        ) from None
+    image.attrs.update(image_id=folder.name, source=str(files[0]))
+    return image
+
+
+@dataclass
+class _Morphology:
+    """A morphology OME-TIFF series: its file, which channels have pixel data, and which files hold them."""
+
+    path: Path
+    present: list[bool]
+    files: set[Path]
+
+
+def _morphology_series(f: Path, level: int, ps: float | None, folder: Path) -> _Morphology:
+    with open_tiff(f) as tf:
+        series = tf.series[0]
+        if "Z" in series.axes:
+            raise ReaderError(f"{f.name} is a z-stack ({series.axes}); use morphology_focus images (2-D)")
+        if level >= len(series.levels):
+            raise ReaderError(
+                f"{f.name} has {len(series.levels)} pyramid levels; level {level} does not exist"
+            )
+        pages = list(series.pages)
+        n_c = int(np.prod([n for a, n in zip(series.axes, series.shape, strict=True) if a not in "YX"]))
+        present = (
+            [p is not None for p in pages] if len(pages) == n_c else [all(p is not None for p in pages)] * n_c
+        )
+        files = {Path(p.parent.filehandle.path).resolve() for p in pages if p is not None}
+        file_ps = pixel_size(tf, 0)[0]
+    if ps is None and file_ps is None:
         raise ReaderError(
             f"no pixel size: {folder / 'experiment.xenium'} is missing and the OME metadata has none"
         )
-    data = da.concatenate(arrays, axis=0)
-    scale = full[-1] / data.shape[-1]
-    return make_image(
-        data, channels=names, pixel_size_um=float(ps) * scale, image_id=folder.name, source=str(files[0])
-    )
+    return _Morphology(f, present, files)
+
+
+def _morphology_level(m: _Morphology, level: int, ps: float | None) -> xr.DataArray:
+    """One level as a lazy DataArray on read_pyramid's µm grid (shared code: ``_level_image``).
+
+    Level k's pixel (0, 0) is centred at ``(ps_k - ps_0) / 2``; channels are named from the
+    OME-XML, else from the file name.
+    """
+    info = _inspect_tiff(m.path, 0, None, ps)
+    if info.channels_from.startswith("default"):
+        stem = m.path.name.split(".")[0]
+        n_c = len(info.channels)
+        names = [stem] if n_c == 1 else [f"{stem}_{i}" for i in range(n_c)]
+        info = replace(info, channels=names, channels_from="file name")
+    image = _level_image(info, level, "default")
+    if ps is not None:
+        image.attrs["pixel_size_from"] = "experiment.xenium pixel_size"
+    return image

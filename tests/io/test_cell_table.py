@@ -515,3 +515,102 @@ def test_header_only_table_is_refused(tmp_path):
     p.write_text("x,y,cell_type\n")
     with pytest.raises(ReaderError, match=r"empty\.csv has no cells: the table has a header but no rows"):
         read_cell_table(p, units="um")
+
+
+# --- separators, QuPath and HALO exports (small files written here) --------------------------------
+
+
+def test_semicolon_file_with_commas_in_column_names(tmp_path):
+    """inForm exports in European locales: ';' separator, decimal commas, ',' inside column names."""
+    header = [
+        "Cell ID",
+        "Cell X Position",
+        "Cell Y Position",
+        "Nucleus CD8 (Opal 520) Mean (Normalized Counts, Total Weighting)",
+        "Entire Cell Area (pixels)",
+    ]
+    rows = [(1, "10,5", "20,5", "0,3", 40), (2, "12,25", "3", "1,75", 52), (3, "7", "8,5", "0", 33)]
+    p = tmp_path / "cell_seg_data.txt"
+    p.write_text(";".join(header) + "\n" + "".join(";".join(map(str, r)) + "\n" for r in rows))
+    ps = 0.5
+    a = read_cell_table(p, pixel_size_um=ps)  # was: one column named 'Cell ID;Cell X Position;...'
+    xy = np.array([[float(str(r[1]).replace(",", ".")), float(str(r[2]).replace(",", "."))] for r in rows])
+    np.testing.assert_allclose(a.obsm["spatial"], xy * ps)
+    assert a.var_names.tolist() == ["Nucleus CD8 (Opal 520)"]
+    assert a.var["unit"].tolist() == ["Normalized Counts, Total Weighting"]
+    np.testing.assert_allclose(a.X.ravel(), [0.3, 1.75, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(a.obs["area_um2"], np.array([40, 52, 33]) * ps**2)
+    # a comma file whose quoted names hold ';' stays a comma file
+    q = tmp_path / "comma.csv"
+    q.write_text('x,y,"CD3; CD8 ratio"\n1.5,2.5,0.25\n3.0,4.0,0.5\n')
+    b = read_cell_table(q, units="um")
+    assert b.obsm["spatial"].tolist() == [[1.5, 2.5], [3.0, 4.0]]
+    assert b.obs["CD3; CD8 ratio"].tolist() == [0.25, 0.5]
+
+
+def test_qupath_export_class_image_and_micrometre_centroids(tmp_path):
+    p = tmp_path / "measurements.tsv"
+    df = pd.DataFrame(
+        {
+            "Image": ["s1.svs", "s1.svs", "s2.svs"],
+            "Object ID": ["a1", "b2", "c3"],
+            "Name": ["", "", ""],
+            "Class": ["Tumor", "Stroma", "Tumor"],
+            "Parent": ["Annotation"] * 3,
+            "ROI": ["Polygon"] * 3,  # QuPath: the shape type, not an image or region
+            "Centroid X µm": [10.25, 20.5, 30.0],
+            "Centroid Y µm": [5.0, 6.5, 7.75],
+            "Nucleus: Area": [20.0, 30.0, 40.0],
+            "Cell: CD8: Mean": [1.0, 2.0, 3.0],
+        }
+    )
+    df.to_csv(p, sep="\t", index=False)
+    a = read_cell_table(p)  # was: "several columns could be 'image_id': ['Image', 'ROI']"
+    validate_cells(a, library_key="image_id")
+    np.testing.assert_array_equal(a.obsm["spatial"], df[["Centroid X µm", "Centroid Y µm"]].to_numpy())
+    assert a.obs["cell_type"].tolist() == ["Tumor", "Stroma", "Tumor"]
+    assert a.obs["image_id"].tolist() == ["s1.svs", "s1.svs", "s2.svs"]
+    assert a.obs["ROI"].tolist() == ["Polygon"] * 3
+    assert a.obs_names.tolist() == ["a1", "b2", "c3"]
+    meta = get_image_metadata(a, "s1.svs")
+    assert meta.extra["units_in_file"] == "um"
+    assert meta.extra["columns"] == {
+        "x": "Centroid X µm",
+        "y": "Centroid Y µm",
+        "cell_type": "Class",
+        "image_id": "Image",
+        "cell_id": "Object ID",
+    }
+
+
+def test_halo_positions_are_bounding_box_midpoints(tmp_path):
+    p = tmp_path / "halo_objects.csv"
+    df = pd.DataFrame(
+        {
+            "Image Location": ["slide.svs"] * 3,
+            "Object Id": [1, 2, 3],
+            "XMin": [0, 10, 101],
+            "XMax": [4, 14, 110],
+            "YMin": [0, 0, 50],
+            "YMax": [4, 5, 57],
+            "CD8 Positive Classification": [1, 0, 1],
+        }
+    )
+    df.to_csv(p, index=False)
+    mid = np.column_stack([(df["XMin"] + df["XMax"]) / 2, (df["YMin"] + df["YMax"]) / 2])
+    np.testing.assert_array_equal(mid, [[2.0, 2.0], [12.0, 2.5], [105.5, 53.5]])
+    ps = 0.4962
+    a = read_cell_table(p, pixel_size_um=ps)  # was: "unrecognised cell table"
+    np.testing.assert_allclose(a.obsm["spatial"], mid * ps, rtol=1e-15)
+    assert a.obs_names.tolist() == ["1", "2", "3"]
+    assert a.obs["XMin"].tolist() == [0, 10, 101]  # the box stays in obs
+    assert get_image_metadata(a, "halo_objects").extra["columns"]["x"] == "x_bbox_centre"
+    # pixels unless stated: no pixel size and no units is refused; units="um" takes them as µm
+    with pytest.raises(ValueError, match=r"pixel_size_um="):
+        read_cell_table(p)
+    np.testing.assert_array_equal(read_cell_table(p, units="um").obsm["spatial"], mid)
+    # box columns that state µm are µm
+    um = df.rename(columns={c: f"{c} (µm)" for c in ("XMin", "XMax", "YMin", "YMax")})
+    b = read_cell_table(um, image_id="halo")
+    np.testing.assert_array_equal(b.obsm["spatial"], mid)
+    assert get_image_metadata(b, "halo").extra["units_in_file"] == "um"

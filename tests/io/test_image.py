@@ -409,3 +409,86 @@ def test_folder_with_an_odd_shape_names_the_file(shared, tmp_path):
 def test_empty_folder(tmp_path):
     with pytest.raises(ReaderError, match=r"no \.tif/\.tiff files"):
         read_image(tmp_path, pixel_size_um=1)
+
+
+# --- multi-file OME-TIFF (one plane per file, linked by UUID as Xenium's morphology_focus/) ------
+
+
+def write_multifile_ome(folder, planes, names, *, pixel_size=0.2125):
+    """One file per channel, each with the OME-XML of the whole image (TiffData UUID links)."""
+    import uuid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    uuids = [f"urn:uuid:{uuid.uuid4()}" for _ in names]
+    files = [f"morphology_focus_{i:04d}.ome.tif" for i in range(len(names))]
+    h, w = planes[0].shape
+    chans = "".join(
+        f'<Channel ID="Channel:0:{k}" Name="{n}" SamplesPerPixel="1"/>' for k, n in enumerate(names)
+    )
+    tds = "".join(
+        f'<TiffData FirstC="{k}" FirstT="0" FirstZ="0" IFD="0" PlaneCount="1">'
+        f'<UUID FileName="{files[k]}">{uuids[k]}</UUID></TiffData>'
+        for k in range(len(names))
+    )
+    for i, (f, plane) in enumerate(zip(files, planes, strict=True)):
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            f'<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" UUID="{uuids[i]}">'
+            f'<Image ID="Image:0" Name="x"><Pixels DimensionOrder="XYCZT" ID="Pixels:0" SizeC="{len(names)}" '
+            f'SizeT="1" SizeX="{w}" SizeY="{h}" SizeZ="1" Type="uint16" PhysicalSizeX="{pixel_size}" '
+            f'PhysicalSizeY="{pixel_size}">{chans}{tds}</Pixels></Image></OME>'
+        )
+        tifffile.imwrite(folder / f, plane, description=xml, metadata=None, compression="zlib")
+    return [folder / f for f in files]
+
+
+def test_multifile_ome_pages_are_checked_against_their_own_file(tmp_path):
+    rng = np.random.default_rng(0)
+    planes = [np.zeros((256, 256), np.uint16), rng.integers(0, 65535, (256, 256)).astype(np.uint16)]
+    files = write_multifile_ome(tmp_path / "mf", planes, ["DAPI", "boundary"])
+    # the first file is small (zeros compress well) but holds the series: its pages are in both files
+    assert files[0].stat().st_size < 5_000 < files[1].stat().st_size  # 1,205 and 132,149 bytes
+    img = read_image(
+        files[0]
+    )  # was: "the file is truncated: image data runs to byte 132,149 ... 1,205 bytes"
+    validate_image(img)
+    assert img.c.values.tolist() == ["DAPI", "boundary"]
+    assert img.attrs["pixel_size_um"] == pytest.approx(0.2125)
+    np.testing.assert_array_equal(img.values, np.stack(planes))
+    # a truncated second file is still found, and named
+    files[1].write_bytes(files[1].read_bytes()[:60_000])
+    with pytest.raises(
+        ReaderError, match=r"morphology_focus_0001.ome.tif \(part of the multi-file .*truncated"
+    ):
+        read_image(files[0])
+
+
+@pytest.mark.parametrize(
+    ("resolution", "unit", "expected_um"),
+    [
+        (600, "INCH", None),  # a print resolution: 25,400 / 600 = 42.3 µm was taken as the pixel size
+        (1200, "INCH", None),  # 21.2 µm
+        (4800, "INCH", None),  # 5.29 µm
+        (50_800, "INCH", 25_400 / 50_800),  # 0.5 µm: a scanner calibration written in inches
+        (20_000, "CENTIMETER", 1e4 / 20_000),  # 0.5 µm
+        (250, "CENTIMETER", 1e4 / 250),  # 40 µm: still below the 50 µm centimetre limit
+        (200, "CENTIMETER", None),  # 50 µm: not a microscope pixel
+    ],
+)
+def test_inch_print_resolutions_are_not_a_microscope_pixel_size(tmp_path, resolution, unit, expected_um):
+    path = tmp_path / "scan.tif"
+    tifffile.imwrite(
+        path, np.zeros((8, 8), np.uint8), resolution=(resolution, resolution), resolutionunit=unit
+    )
+    with tifffile.TiffFile(path) as tif:  # what the file says, read independently
+        tags = tif.pages[0].tags
+        assert tags["XResolution"].value == (resolution, 1)
+        assert tags["ResolutionUnit"].value == {"INCH": 2, "CENTIMETER": 3}[unit]
+    if expected_um is None:
+        with pytest.raises(ValueError, match=r"scan.tif .*pass pixel_size_um="):
+            read_image(path)
+        assert read_image(path, pixel_size_um=0.65).attrs["pixel_size_um"] == 0.65
+    else:
+        img = read_image(path)
+        assert img.attrs["pixel_size_um"] == pytest.approx(expected_um, rel=1e-12)
+        assert img.attrs["pixel_size_from"].startswith("TIFF XResolution/YResolution tags")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import anndata as ad
@@ -82,6 +83,54 @@ def test_manual_gates_on_raw_exemplar001(exemplar001):
     rescaled.obs_names = cells.obs_names
     np.testing.assert_array_equal(phenotype(rescaled, None, workflow, inplace=False).astype(str), labels)
     assert labels.value_counts()["Immune"] > 1000  # a populated tree, not all Unknown
+
+
+@pytest.mark.realdata
+def test_log_scale_gates_on_raw_values_are_refused_unless_log_is_explicit(exemplar001):
+    """scimap's rescale defaults to log=True: its gates (6.4-8.9) on raw means call ~everyone positive."""
+    cells, gates, workflow = exemplar001
+    raw = cells.X.astype(np.float64)
+    gate = gates.set_index(gates.columns[0]).iloc[:, 0]
+    assert (gate.to_numpy() < np.log1p(raw.max(axis=0))).all()
+    assert raw.max() > 100
+    # the share of cells at or above the raw value closest to each gate (what log=False gates on)
+    share = {}
+    for j, m in enumerate(cells.var_names):
+        v = raw[:, j]
+        share[m] = (v >= v[np.argmin(np.abs(v - gate[m]))]).mean()
+    assert min(share.values()) > 0.99  # ELANE 100 %, CD11B 99.3 %...
+    wf = pd.read_csv(workflow)
+    used = [m for m in wf.columns[2:] if wf[m].notna().any()]  # the message follows the workflow
+    expected = ", ".join(f"{m} {100 * share[m]:.1f} %" for m in used[:6]) + " and 1 more marker"
+    assert len(used) == 7
+    with pytest.raises(ValueError, match=re.escape(expected) + r"; pass log=True"):
+        phenotype(cells, gates, workflow, inplace=False)  # was: silently 6,920 ECAD+ and no Unknown
+    with pytest.warns(UserWarning, match=r"gates of \['CD45', 'CD57'\] lie outside"):  # below their minima
+        explicit = phenotype(cells, gates, workflow, log=False, inplace=False)  # the user's choice, kept
+    assert explicit.value_counts()["ECAD+"] == 6920
+    assert UNKNOWN not in set(explicit)
+    logged = phenotype(cells, gates, workflow, log=True, inplace=False)
+    assert logged.value_counts()[UNKNOWN] == 2278  # 20 % of cells negative for ECAD, CD45 and SMA
+
+
+def test_gates_on_the_raw_scale_need_no_log():
+    tree = _tree(("all", "T", {"CD3": "pos"}))
+    cells = _cells([[0, 0, v, 0, 0, 0] for v in (50.0, 400.0, 2500.0, 9000.0)])
+    # a raw-scale gate (above log1p(9000) = 9.1; closest value 2500): no question asked
+    assert phenotype(cells, {"CD3": 2000.0}, tree, inplace=False).tolist() == [UNKNOWN, UNKNOWN, "T", "T"]
+    # a log1p-scale gate on raw values: refused by default, applied on log1p values with log=True
+    with pytest.raises(ValueError, match=r"CD3 100.0 %; pass log=True"):
+        phenotype(cells, {"CD3": 7.0}, tree)
+    # log1p(400) = 5.99 < 7 < log1p(2500) = 7.82: the closest log value to 7 is log1p(2500)
+    assert phenotype(cells, {"CD3": 7.0}, tree, log=True, inplace=False).tolist() == [
+        UNKNOWN,
+        UNKNOWN,
+        "T",
+        "T",
+    ]
+    # small values (max <= 100, e.g. IMC counts) are not second-guessed
+    small = _cells([[0, 0, v, 0, 0, 0] for v in (1.0, 3.0, 20.0)])
+    assert phenotype(small, {"CD3": 2.5}, tree, inplace=False).tolist() == [UNKNOWN, "T", "T"]
 
 
 # ---------------------------------------------------------------- the gating rules, checked by hand

@@ -22,6 +22,7 @@ from spatialpath.io import (
     read_cosmx_transcripts,
     read_merscope,
     read_merscope_transcripts,
+    read_pyramid,
     read_xenium,
     read_xenium_transcripts,
     xenium_image,
@@ -217,6 +218,102 @@ def test_xenium_matrix_cell_without_row_in_cell_table(tmp_path):
         read_xenium(tmp_path / "out")
 
 
+def write_morphology_multifile(folder, planes, names, *, linked=True, levels=2):
+    """XOA >= 2 ``morphology_focus/``: one pyramidal OME-TIFF per stain; ``linked``: each file's OME-XML
+    describes every stain and links the other files by UUID (as 10x writes them), else one stain per file."""
+    import uuid
+
+    (folder / "morphology_focus").mkdir(parents=True, exist_ok=True)
+    uuids = [f"urn:uuid:{uuid.uuid4()}" for _ in names]
+    files = [f"morphology_focus_{i:04d}.ome.tif" for i in range(len(names))]
+    h, w = planes[0].shape
+    for i, (f, plane) in enumerate(zip(files, planes, strict=True)):
+        idx = range(len(names)) if linked else [i]
+        chans = "".join(
+            f'<Channel ID="Channel:0:{j}" Name="{names[k]}" SamplesPerPixel="1"/>' for j, k in enumerate(idx)
+        )
+        tds = "".join(
+            f'<TiffData FirstC="{j}" FirstT="0" FirstZ="0" IFD="0" PlaneCount="1">'
+            f'<UUID FileName="{files[k]}">{uuids[k]}</UUID></TiffData>'
+            for j, k in enumerate(idx)
+        )
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            f'<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" UUID="{uuids[i]}">'
+            f'<Image ID="Image:0" Name="morphology"><Pixels DimensionOrder="XYCZT" ID="Pixels:0" '
+            f'SizeC="{len(idx)}" SizeT="1" SizeX="{w}" SizeY="{h}" SizeZ="1" Type="uint16" '
+            f'PhysicalSizeX="{XENIUM_PX}" PhysicalSizeY="{XENIUM_PX}">{chans}{tds}</Pixels></Image></OME>'
+        )
+        with tifffile.TiffWriter(folder / "morphology_focus" / f) as tw:
+            tw.write(plane, description=xml, metadata=None, subifds=levels - 1, tile=(32, 32))
+            for k in range(1, levels):
+                tw.write(plane[:: 2**k, :: 2**k], subfiletype=1, tile=(32, 32), metadata=None)
+    (folder / "experiment.xenium").write_text(json.dumps({"pixel_size": XENIUM_PX}))
+    return [folder / "morphology_focus" / f for f in files]
+
+
+STAINS = ["DAPI", "boundary", "interior_RNA", "interior_protein"]
+
+
+def stain_planes(seed=0, shape=(96, 128)):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 60000, shape).astype(np.uint16) for _ in STAINS]
+
+
+def test_xenium_multifile_morphology_opens_each_stain_once(tmp_path):
+    planes = stain_planes()
+    write_morphology_multifile(tmp_path / "out", planes, STAINS)
+    for level in (0, 1):
+        img = xenium_image(tmp_path / "out", level=level)  # was: "channel names must be unique" (16 channels)
+        validate_image(img)
+        assert img.c.values.tolist() == STAINS
+        assert img.chunks is not None
+        np.testing.assert_array_equal(img.values, np.stack([p[:: 2**level, :: 2**level] for p in planes]))
+
+
+def test_xenium_single_stain_files_are_stacked_and_missing_links_left_out(tmp_path):
+    planes = stain_planes(1)
+    write_morphology_multifile(tmp_path / "solo", planes, STAINS, linked=False)
+    img = xenium_image(tmp_path / "solo")
+    assert img.c.values.tolist() == STAINS
+    np.testing.assert_array_equal(img.values, np.stack(planes))
+    files = write_morphology_multifile(tmp_path / "gap", planes, STAINS)
+    files[2].unlink()  # a linked file is missing: tifffile would zero its plane
+    with pytest.warns(UserWarning, match=r"channels \['interior_RNA'\] of the morphology image are missing"):
+        img = xenium_image(tmp_path / "gap")
+    assert img.c.values.tolist() == ["DAPI", "boundary", "interior_protein"]
+    np.testing.assert_array_equal(img.values, np.stack([planes[0], planes[1], planes[3]]))
+
+
+@pytest.mark.parametrize("n_stains", [1, 4])
+def test_xenium_pyramid_levels_are_placed_as_read_pyramid_places_them(tmp_path, n_stains):
+    planes = stain_planes(2)[:n_stains]
+    files = write_morphology_multifile(tmp_path / "out", planes, STAINS[:n_stains], levels=3)
+    pyramid = read_pyramid(files[0])
+    for level in (0, 1, 2):
+        img = xenium_image(tmp_path / "out", level=level)
+        f = 2**level  # level-k pixel j covers level-0 pixels f*j ... f*j + f - 1: centre at their mean
+        expected_x = (f * np.arange(img.sizes["x"]) + (f - 1) / 2) * XENIUM_PX
+        expected_y = (f * np.arange(img.sizes["y"]) + (f - 1) / 2) * XENIUM_PX
+        np.testing.assert_allclose(img.x.values, expected_x, rtol=0, atol=1e-12)  # level 1 x[0]: was 0.0
+        np.testing.assert_allclose(img.y.values, expected_y, rtol=0, atol=1e-12)
+        assert img.attrs["pixel_size_um"] == pytest.approx(f * XENIUM_PX)
+        np.testing.assert_array_equal(img.x.values, pyramid[level].x.values)
+        np.testing.assert_array_equal(img.y.values, pyramid[level].y.values)
+
+
+def test_xenium_min_qv_without_a_qv_column_is_an_error(tmp_path):
+    write_xenium(tmp_path / "out")
+    tx = pd.read_parquet(tmp_path / "out" / "transcripts.parquet").drop(columns="qv")
+    tx.to_parquet(tmp_path / "out" / "transcripts.parquet")
+    for lazy in (True, False):
+        with pytest.raises(
+            ReaderError, match=r"min_qv=20 filters on .*'qv', but transcripts.parquet has none"
+        ):
+            read_xenium_transcripts(tmp_path / "out", lazy=lazy, min_qv=20)
+    assert len(read_xenium_transcripts(tmp_path / "out", lazy=False)) == len(tx)
+
+
 # --- CosMx: the real Lung12 mini (tx file, FOV positions, CellLabels, CellComposite) -----------
 
 
@@ -350,6 +447,127 @@ def test_cosmx_folder_without_cells(tmp_path):
         read_cosmx(tmp_path, pixel_size_um=0.12)
 
 
+def test_cosmx_parquet_tx_file_and_vendor_cell_names(tmp_path):
+    """Newer AtoMx: *_tx_file.parquet with a `cell` column (c_<slide>_<fov>_<cell_ID>)."""
+    tx = pd.DataFrame(
+        {
+            "fov": [3, 3, 3, 3, 3],
+            "cell_ID": [12, 12, 12, 2, 0],
+            "cell": ["c_1_3_12", "c_1_3_12", "c_1_3_12", "c_1_3_2", "c_1_3_0"],
+            "x_global_px": [1000.0, 1010.0, 1020.0, 500.0, 700.0],
+            "y_global_px": [2000.0, 2020.0, 2010.0, 600.0, 700.0],
+            "z": [1, 1, 2, 1, 1],
+            "target": ["CD3E", "CD3E", "KRT8", "KRT8", "EPCAM"],
+        }
+    )
+    tx.to_parquet(tmp_path / "S9_tx_file.parquet")
+    a = read_cosmx(tmp_path, pixel_size_um=0.12)  # was: "no CosMx cells" (only *_tx_file.csv* looked for)
+    assert a.obs_names.tolist() == ["c_1_3_2", "c_1_3_12"]  # the vendor's names, by fov then cell_ID
+    assert a.X.toarray().tolist() == [[0, 0, 1], [2, 0, 1]]
+    np.testing.assert_allclose(a.obsm["spatial"], np.array([[500, -600], [1010, -2010]]) * 0.12)
+    for lazy in (True, False):
+        got = read_cosmx_transcripts(tmp_path, pixel_size_um=0.12, lazy=lazy)
+        got = got.compute() if lazy else got
+        assert got["cell_id"].tolist() == ["c_1_3_12"] * 3 + ["c_1_3_2", None]
+        np.testing.assert_allclose(got["x_um"], tx["x_global_px"] * 0.12)
+        np.testing.assert_allclose(got["y_um"], -tx["y_global_px"] * 0.12)
+    assert set(got["cell_id"].dropna()) == set(a.obs_names)
+
+
+def test_cosmx_two_slides_keep_apart_by_the_cell_column(tmp_path):
+    """AtoMx exports of several slides: fov 1 / cell_ID 1 exists on both; `cell` tells them apart."""
+    (tmp_path / "Study_exprMat_file.csv").write_text(
+        "fov,cell_ID,cell,CD3E,KRT8\n1,1,c_1_1_1,3,0\n1,1,c_2_1_1,0,7\n1,2,c_2_1_2,1,1\n"
+    )
+    (tmp_path / "Study_metadata_file.csv").write_text(
+        "fov,cell_ID,cell,Area,CenterX_global_px,CenterY_global_px\n"
+        "1,2,c_2_1_2,300,50,60\n1,1,c_2_1_1,200,30,40\n1,1,c_1_1_1,100,10,20\n"
+    )
+    a = read_cosmx(tmp_path, pixel_size_um=0.5)
+    assert a.obs_names.tolist() == ["c_1_1_1", "c_2_1_1", "c_2_1_2"]  # was: "1_1" twice, with mixed rows
+    assert a.X.toarray().tolist() == [[3, 0], [0, 7], [1, 1]]
+    assert a.obs["Area"].tolist() == [100, 200, 300]
+    np.testing.assert_allclose(a.obsm["spatial"], np.array([[10, -20], [30, -40], [50, -60]]) * 0.5)
+    # without the cell column the collision is refused, not silently merged
+    (tmp_path / "Study_metadata_file.csv").write_text(
+        "fov,cell_ID,Area,CenterX_global_px,CenterY_global_px\n1,2,300,50,60\n1,1,200,30,40\n1,1,100,10,20\n"
+    )
+    with pytest.raises(ReaderError, match=r"cells \['1_1'\] repeat"):
+        read_cosmx(tmp_path, pixel_size_um=0.5)
+
+
+def write_cosmx_fov(folder, *, flip, positions):
+    """One 40 x 60 px FOV: labels of cells 5 and 9, their transcripts, and the FOV positions file."""
+    folder.mkdir()
+    labels = np.zeros((40, 60), np.int32)
+    labels[5:15, 30:45] = 5  # rows 5-14, columns 30-44
+    labels[25:35, 5:20] = 9
+    (folder / "CellLabels").mkdir()
+    tifffile.imwrite(folder / "CellLabels" / "CellLabels_F001.tif", labels)
+    x_fov, y_fov = 2000.0, 5000.0
+    rows = np.array([6, 10, 14, 26, 30, 34])
+    cols = np.array([31, 37, 44, 6, 12, 19])
+    local_y = (40 - rows) if flip else rows  # CosMx y up (row 0 at the top = local y H) or y down
+    (folder / "S1_tx_file.csv").write_text(
+        "fov,cell_ID,x_global_px,y_global_px,x_local_px,y_local_px,z,target,CellComp\n"
+        + "".join(
+            f"1,{labels[r, c]},{x_fov + c},{y_fov + ly},{c},{ly},1,G{i % 2},Nuclear\n"
+            for i, (r, c, ly) in enumerate(zip(rows, cols, local_y, strict=True))
+        )
+    )
+    (folder / "S1_fov_positions_file.csv").write_text(positions(x_fov, y_fov))
+    return labels
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_cosmx_flip_y_places_transcripts_on_their_labels(tmp_path, flip):
+    """Data written with y up (flip=True, NanoString's ReadMe) or y down (some AtoMx versions)."""
+    ps = 0.12
+
+    def px(x, y):
+        return f"fov,x_global_px,y_global_px\n1,{x},{y}\n"
+
+    write_cosmx_fov(tmp_path / "fov", flip=flip, positions=px)
+    raw = pd.read_csv(tmp_path / "fov" / "S1_tx_file.csv")
+
+    def hit_rate(flip_y):
+        tx = read_cosmx_transcripts(tmp_path / "fov", pixel_size_um=ps, lazy=False, flip_y=flip_y)
+        np.testing.assert_allclose(tx["y_um"], (-1 if flip_y else 1) * raw["y_global_px"] * ps)
+        lab = cosmx_fov_image(tmp_path / "fov", 1, pixel_size_um=ps, flip_y=flip_y)
+        got = lab.sel(x=points(tx["x_um"]), y=points(tx["y_um"]), method="nearest").values
+        return (got == tx["cell_ID"].to_numpy()).mean()
+
+    assert hit_rate(flip) == 1.0
+    assert hit_rate(not flip) == 0.0  # the other orientation mirrors the FOV: no transcript on its cell
+    a = read_cosmx(tmp_path / "fov", pixel_size_um=ps, flip_y=flip)
+    assert get_image_metadata(a, "S1").extra["y_um"].startswith("-" if flip else "+")
+    default = read_cosmx(tmp_path / "fov", pixel_size_um=ps).obsm["spatial"]  # flip_y=None: y up
+    np.testing.assert_array_equal(default[:, 1] <= 0, True)
+
+
+def test_cosmx_fov_positions_in_mm_only(tmp_path):
+    """Newer AtoMx FOV positions: Slide, FOV, X_mm, Y_mm (no pixel columns)."""
+    ps = 0.120280945
+
+    def mm(x, y):
+        return f"Slide,FOV,X_mm,Y_mm,Z_mm\n1,1,{x * ps / 1000!r},{y * ps / 1000!r},0.1\n"
+
+    labels = write_cosmx_fov(tmp_path / "fov", flip=True, positions=mm)
+    lab = cosmx_fov_image(tmp_path / "fov", 1, pixel_size_um=ps)  # was: KeyError 'x_global_px'
+    np.testing.assert_array_equal(lab.values, labels)
+    # pixel (0, 0) at global (x_fov, y_fov + H) px, y negated
+    assert float(lab.x[0]) == pytest.approx(2000.0 * ps, rel=1e-12)
+    assert float(lab.y[0]) == pytest.approx(-(5000.0 + 40) * ps, rel=1e-12)
+    tx = read_cosmx_transcripts(tmp_path / "fov", pixel_size_um=ps, lazy=False)
+    got = lab.sel(x=points(tx["x_um"]), y=points(tx["y_um"]), method="nearest").values
+    assert (got == tx["cell_ID"].to_numpy()).all()
+    # X_mm next to x_global_px states the pixel size
+    (tmp_path / "fov" / "S1_fov_positions_file.csv").write_text(
+        f"FOV,X_mm,Y_mm,x_global_px,y_global_px\n1,{2000 * ps / 1000!r},{5000 * ps / 1000!r},2000,5000\n"
+    )
+    assert get_image_metadata(read_cosmx(tmp_path / "fov"), "S1").pixel_size_um == pytest.approx(ps)
+
+
 # --- MERSCOPE: the real Vizgen mini (transcripts, z0 cell polygons) ------------------------------
 
 
@@ -450,6 +668,30 @@ def test_merscope_mosaic_placed_by_the_micron_to_pixel_transform(tmp_path):
     validate_image(img)
     assert img.attrs["pixel_size_um"] == pytest.approx(0.108)
     assert int(img.sel(c="DAPI", x=x_um, y=y_um, method="nearest")) == 999
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "{a} {b} {c}\n",  # Vizgen's own layout
+        "{a}\t{b}\t{c}\n",  # re-saved as tab-separated
+        "  {a}   {b}  {c}  \r\n",  # repeated, leading and trailing spaces, CRLF
+        "{a}, {b}, {c}\n",  # comma and space
+    ],
+    ids=["spaces", "tabs", "ragged", "comma"],
+)
+def test_merscope_transform_with_any_whitespace(tmp_path, fmt):
+    (tmp_path / "images").mkdir()
+    m = [[9.259259, 0.0, -59259.26], [0.0, 9.259259, -43518.52], [0.0, 0.0, 1.0]]
+    text = "".join(fmt.format(a=repr(r[0]), b=repr(r[1]), c=repr(r[2])) for r in m)
+    (tmp_path / "images" / "micron_to_mosaic_pixel_transform.csv").write_bytes(text.encode())
+    tifffile.imwrite(tmp_path / "images" / "mosaic_DAPI_z0.tif", np.zeros((40, 50), np.uint16))
+    img = merscope_image(tmp_path)  # tabs and ragged spaces were: ValueError from np.loadtxt
+    assert img.attrs["pixel_size_um"] == pytest.approx(1 / 9.259259, rel=1e-12)
+    assert float(img.x[0]) == pytest.approx(
+        59259.26 / 9.259259, rel=1e-12
+    )  # pixel (0, 0) at -M[0, 2] / M[0, 0]
+    assert float(img.y[0]) == pytest.approx(43518.52 / 9.259259, rel=1e-12)
 
 
 def test_merscope_missing_cell_metadata(tmp_path):

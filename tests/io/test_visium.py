@@ -18,6 +18,7 @@ from scipy.spatial.distance import pdist
 from scipy.stats import mannwhitneyu
 
 from spatialpath.io import read_visium, read_visium_positions, visium_image
+from spatialpath.io._common import ReaderError
 from spatialpath.io._st_common import read_10x_counts
 from spatialpath.model import get_image_metadata, validate_cells, validate_image
 
@@ -275,3 +276,104 @@ def test_missing_counts_matrix_lists_what_was_looked_for(tmp_path):
         FileNotFoundError, match=r"no counts matrix.*filtered_feature_bc_matrix\.h5.*counts_file="
     ):
         read_visium(write_spaceranger(tmp_path / "run", counts=False))
+
+
+# --- Visium HD binned outputs (files written in Space Ranger 3's layout) -------------------------
+
+HD_MPP = 0.2738242950835738  # microns_per_pixel of a Visium HD full-resolution image
+HD_BIN_UM = 8.0
+
+
+def write_visium_hd(outs, *, bin_um=HD_BIN_UM, keys=("microns_per_pixel", "bin_size_um"), mpp=HD_MPP):
+    """``outs/binned_outputs/square_XXXum``: a 4 x 5 grid of bins, slightly rotated in the image."""
+    folder = outs / "binned_outputs" / f"square_{int(bin_um):03d}um"
+    (folder / "spatial").mkdir(parents=True)
+    rows, cols = np.meshgrid(np.arange(4), np.arange(5), indexing="ij")
+    rows, cols = rows.ravel(), cols.ravel()
+    a = np.deg2rad(2.0)
+    step_px = bin_um / HD_MPP
+    pxl_col = 1500.0 + step_px * (np.cos(a) * cols - np.sin(a) * rows)
+    pxl_row = 900.0 + step_px * (np.sin(a) * cols + np.cos(a) * rows)
+    barcodes = [f"s_{int(bin_um):03d}um_{r:05d}_{c:05d}-1" for r, c in zip(rows, cols, strict=True)]
+    pd.DataFrame(
+        {
+            "barcode": barcodes,
+            "in_tissue": 1,
+            "array_row": rows,
+            "array_col": cols,
+            "pxl_row_in_fullres": pxl_row,
+            "pxl_col_in_fullres": pxl_col,
+        }
+    ).to_parquet(folder / "spatial" / "tissue_positions.parquet", index=False)
+    sf = {
+        "spot_diameter_fullres": bin_um / HD_MPP,  # HD: the bin size in full-resolution pixels
+        "bin_size_um": bin_um,
+        "microns_per_pixel": mpp,
+        "tissue_hires_scalef": 0.2505533,
+        "tissue_lowres_scalef": 0.02505533,
+        "fiducial_diameter_fullres": 1205.0,
+        "regist_target_img_scalef": 0.2505533,
+    }
+    sf = {k: v for k, v in sf.items() if k in keys or k not in ("microns_per_pixel", "bin_size_um")}
+    (folder / "spatial" / "scalefactors_json.json").write_text(json.dumps(sf))
+    from PIL import Image
+
+    Image.fromarray(np.zeros((700, 600, 3), np.uint8)).save(folder / "spatial" / "tissue_hires_image.png")
+    mex = folder / "filtered_feature_bc_matrix"
+    mex.mkdir()
+    counts = np.arange(2 * len(barcodes)).reshape(2, -1)  # genes × bins
+    scipy.io.mmwrite(mex / "matrix.mtx", sp.coo_matrix(counts))
+    (mex / "barcodes.tsv").write_text("\n".join(barcodes) + "\n")
+    (mex / "features.tsv").write_text("ENSG1\tCD3E\tGene Expression\nENSG2\tKRT8\tGene Expression\n")
+    return folder, np.column_stack([pxl_col, pxl_row]), sf
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [("microns_per_pixel", "bin_size_um"), ("bin_size_um",), ()],
+    ids=["microns_per_pixel", "bin_size_um_only", "bin_size_from_barcodes"],
+)
+def test_visium_hd_bins_are_bin_size_apart_in_um(tmp_path, keys):
+    folder, pxl, sf = write_visium_hd(tmp_path / "outs", keys=keys)
+    a = read_visium(folder, library_id="hd")
+    # µm = full-resolution pixel × microns_per_pixel (= bin size / spot_diameter_fullres in HD)
+    np.testing.assert_allclose(a.obsm["spatial"], pxl * HD_MPP, rtol=1e-12)
+    d, _ = cKDTree(a.obsm["spatial"]).query(a.obsm["spatial"], k=2)
+    np.testing.assert_allclose(d[:, 1], HD_BIN_UM, rtol=1e-9)  # was 65 µm with 65 / spot_diameter_fullres
+    meta = get_image_metadata(a, "hd")
+    assert meta.extra["median_neighbour_spacing_um"] == pytest.approx(HD_BIN_UM)
+    assert meta.extra["bin_size_um"] == HD_BIN_UM
+    assert meta.pixel_size_um == pytest.approx(HD_MPP / sf["tissue_hires_scalef"])
+    lib = a.uns["spatial"]["hd"]["scalefactors"]
+    assert lib["spot_diameter_fullres"] == pytest.approx(HD_BIN_UM)  # the bin, in µm
+    np.testing.assert_allclose(
+        a.obsm["spatial"] * lib["tissue_hires_scalef"], pxl * sf["tissue_hires_scalef"]
+    )
+    img = visium_image(a, "hires")
+    assert img.attrs["pixel_size_um"] == pytest.approx(HD_MPP / sf["tissue_hires_scalef"])
+    pos = read_visium_positions(folder)
+    np.testing.assert_allclose(pos[["x_um", "y_um"]].to_numpy(), pxl * HD_MPP, rtol=1e-12)
+
+
+def test_visium_hd_wrong_microns_per_pixel_is_refused(tmp_path):
+    folder, _, _ = write_visium_hd(tmp_path / "outs", mpp=2 * HD_MPP)  # bins would be 16 µm apart
+    with pytest.raises(
+        ReaderError, match=r"microns_per_pixel.*median spacing of 16 µm.*8 µm bins are 8 µm apart"
+    ):
+        read_visium(folder)
+
+
+def test_visium_sd_scale_factors_not_matching_the_positions_are_refused(tmp_path):
+    run = write_spaceranger(tmp_path / "run")
+    sf = {"spot_diameter_fullres": 65.0, "tissue_hires_scalef": 0.2}  # 1 µm/px: spots 140 µm apart
+    (run / "spatial" / "scalefactors_json.json").write_text(json.dumps(sf))
+    with pytest.raises(ReaderError, match=r"spot_diameter_fullres.*median spacing of 1[34]\d(\.\d+)? µm"):
+        read_visium(run)
+
+
+def test_visium_hd_outs_folder_asks_for_one_bin_size(tmp_path):
+    write_visium_hd(tmp_path / "outs", bin_um=8.0)
+    write_visium_hd(tmp_path / "outs", bin_um=16.0)
+    (tmp_path / "outs" / "spatial").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"Visium HD.*square_008um, square_016um"):
+        read_visium(tmp_path / "outs")
