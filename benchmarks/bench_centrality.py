@@ -1,0 +1,122 @@
+"""Benchmark centrality and interaction_matrix: ``python benchmarks/bench_centrality.py``.
+
+Setup A of ``../shared/reference/statistics.md`` §13: uniform cells on a √N·20 µm square
+(1 cell/400 µm²), 12 uniform types, a directed 6-NN graph built by squidpy outside the timing.
+Each case runs in a fresh process with ``NUMBA_NUM_THREADS=2``; JIT compilation is excluded (both
+libraries are warmed up on 2,000 cells in the setup). Printed per case: wall seconds, CPU seconds
+of the timed block (all threads; more stable than wall time when other jobs share the cores), the
+peak RSS *after the setup* (the setup's own peak, e.g. building the graph, is forgotten through
+Linux ``/proc/self/clear_refs``, so this is resident data + the timed block's growth) and that
+growth alone (Δ peak). The "graph only" rows time nothing: their RSS is the resident baseline.
+
+Budgets: centrality at 10^6 cells ≤ 15 s and ≤ 4 GiB. squidpy's ``centrality_scores`` (networkx)
+runs at 10^5 only (≈ 14 s there, ≈ 170 s at 10^6 per §13).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["NUMBA_NUM_THREADS"] = "2"  # inherited by the child processes
+
+import tempfile
+from pathlib import Path
+
+from _harness import run_case
+
+SETUP = """
+import time, warnings
+import numpy as np, pandas as pd, anndata as ad
+import squidpy as sq
+from spatialpath.gr._centrality import centrality
+from spatialpath.gr._interaction_matrix import interaction_matrix
+
+warnings.filterwarnings("ignore")
+
+def cells(n, seed=0):
+    rng = np.random.default_rng(seed)
+    types = pd.Categorical.from_codes(rng.integers(0, 12, n), [f"type{i}" for i in range(12)])
+    a = ad.AnnData(obs=pd.DataFrame({"cell_type": types}, index=np.arange(n).astype(str)))
+    a.obsm["spatial"] = rng.uniform(0, np.sqrt(n) * 20.0, (n, 2))
+    sq.gr.spatial_neighbors_knn(a, n_neighs=6)
+    return a
+
+warm = cells(2000, seed=1)
+centrality(warm, "cell_type")
+interaction_matrix(warm, "cell_type")
+sq.gr.interaction_matrix(warm, "cell_type")
+adata = cells(__N__)
+"""
+
+CASES = [
+    ("graph only (baseline)", "pass", "-"),
+    ("spatialpath centrality", 'centrality(adata, "cell_type")', "≤ 15 s, ≤ 4 GiB at 1e6"),
+    ("squidpy centrality_scores", 'sq.gr.centrality_scores(adata, "cell_type")', "-"),
+    ("spatialpath interaction_matrix", 'interaction_matrix(adata, "cell_type")', "-"),
+    ("squidpy interaction_matrix", 'sq.gr.interaction_matrix(adata, "cell_type")', "-"),
+]
+SIZES = {"1e5": 100_000, "1e6": 1_000_000}
+SQUIDPY_CENTRALITY_MAX = 100_000  # networkx takes ≈ 170 s at 1e6
+
+
+#: appended to the setup: forget the setup's memory peak (Linux ``clear_refs``), remember the RSS.
+_MARK = """
+import gc
+gc.collect()
+def _vm(field):
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith(field)) / 1024**2  # KiB -> GiB
+_rss0 = _vm("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+"""
+
+
+def timed(setup: str, run: str) -> dict[str, float]:
+    """``run_case`` plus the CPU seconds (all threads) and the peak RSS growth of the timed block.
+
+    The two extra numbers are written by the child to a file: ``cpu_seconds`` and
+    ``delta_peak_gib`` (peak RSS during the timed block minus the RSS before it).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "extra"
+        record = f"open({str(out)!r}, 'w').write(f'{{time.process_time() - _c0}} {{_vm(\"VmHWM\") - _rss0}}')"
+        r = run_case(setup + _MARK, f"_c0 = time.process_time()\n{run}\n{record}")
+        cpu, delta = out.read_text().split()
+    return {**r, "cpu_seconds": float(cpu), "delta_peak_gib": float(delta)}
+
+
+def main() -> None:
+    print(f"load average at start: {os.getloadavg()}")
+    rows = []
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    for label, n in SIZES.items():
+        for name, run, budget in CASES:
+            if name == "squidpy centrality_scores" and n > SQUIDPY_CENTRALITY_MAX:
+                continue
+            r = timed(SETUP.replace("__N__", str(n)), run)
+            results[name, label] = r
+            rows.append((f"{name} {label}", r, budget))
+            print(f"{name} {label}: {r}", flush=True)
+    print(f"load average at end: {os.getloadavg()}")
+    print()
+    print("| case | wall s | CPU s | peak RSS (GiB) | Δ peak in the timed block (GiB) | budget |")
+    print("|---|---|---|---|---|---|")
+    for name, r, budget in rows:
+        print(
+            f"| {name} | {r['seconds']:.3f} | {r['cpu_seconds']:.2f} | {r['peak_gib']:.2f} "
+            f"| {r['delta_peak_gib']:.3f} | {budget} |"
+        )
+    print()
+    for what, ours, theirs, label in [
+        ("centrality", "spatialpath centrality", "squidpy centrality_scores", "1e5"),
+        ("interaction_matrix", "spatialpath interaction_matrix", "squidpy interaction_matrix", "1e5"),
+        ("interaction_matrix", "spatialpath interaction_matrix", "squidpy interaction_matrix", "1e6"),
+    ]:
+        wall = results[theirs, label]["seconds"] / results[ours, label]["seconds"]
+        cpu = results[theirs, label]["cpu_seconds"] / results[ours, label]["cpu_seconds"]
+        print(f"{what} {label}: squidpy / spatialpath = {wall:.1f}x wall, {cpu:.1f}x CPU")
+
+
+if __name__ == "__main__":
+    main()
