@@ -20,7 +20,7 @@ def test_import_is_lazy_and_gui_free():
     out = _run(
         "import sys, spatialpath as sp\n"
         "print(sorted(m for m in sys.modules if m.startswith('spatialpath.')))\n"
-        "sp.datasets, sp.io, sp.pl, sp.export, sp.model, sp.provenance, sp.keys\n"
+        "sp.datasets, sp.io, sp.pl, sp.export, sp.model, sp.provenance, sp.keys, sp.gr\n"
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({GUI!r})))"
     )
     first, second = out.splitlines()
@@ -33,5 +33,5 @@ def test_lazy_attribute_errors_and_dir():
 
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         _ = sp.nope
-    assert {"datasets", "io", "pl", "export", "model", "provenance", "keys"} <= set(dir(sp))
+    assert {"datasets", "io", "pl", "export", "model", "provenance", "keys", "gr"} <= set(dir(sp))
     assert sp.datasets.simulate_tissue.__module__ == "spatialpath.datasets._simulate"

@@ -2,6 +2,26 @@
 
 Functions take AnnData, write squidpy's keys where squidpy has the same statistic (so
 ``squidpy.pl`` plots spatialpath's results), and return a result object with ``copy=True``.
+No statistic ever pairs cells of different images.
 """
 
-__all__: list[str] = []
+from spatialpath.gr._centrality import CentralityResult, centrality
+from spatialpath.gr._cooccurrence import co_occurrence
+from spatialpath.gr._graph import delaunay_graph, hop_graph, knn_graph, radius_graph, spatial_graph
+from spatialpath.gr._interaction_matrix import InteractionMatrixResult, interaction_matrix
+from spatialpath.gr._permutation import PermutationResult, permutation_test
+
+__all__ = [
+    "CentralityResult",
+    "InteractionMatrixResult",
+    "PermutationResult",
+    "centrality",
+    "co_occurrence",
+    "delaunay_graph",
+    "hop_graph",
+    "interaction_matrix",
+    "knn_graph",
+    "permutation_test",
+    "radius_graph",
+    "spatial_graph",
+]
