@@ -100,6 +100,11 @@ class _Uns:
         return f"{cluster_key}_interactions"
 
     @staticmethod
+    def interaction_test(cluster_key: str) -> str:
+        """histoCAT-style interaction test table (spatialpath)."""
+        return f"{cluster_key}_interaction_test"
+
+    @staticmethod
     def centrality_scores(cluster_key: str) -> str:
         """Centrality scores (squidpy convention)."""
         return f"{cluster_key}_centrality_scores"

@@ -9,6 +9,7 @@ from spatialpath.gr._centrality import CentralityResult, centrality
 from spatialpath.gr._cooccurrence import co_occurrence
 from spatialpath.gr._graph import delaunay_graph, hop_graph, knn_graph, radius_graph, spatial_graph
 from spatialpath.gr._interaction_matrix import InteractionMatrixResult, interaction_matrix
+from spatialpath.gr._interaction_test import interaction_summary, interaction_test
 from spatialpath.gr._permutation import PermutationResult, permutation_test
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "delaunay_graph",
     "hop_graph",
     "interaction_matrix",
+    "interaction_summary",
+    "interaction_test",
     "knn_graph",
     "permutation_test",
     "radius_graph",

@@ -45,7 +45,7 @@ DEFAULT_TOLERANCE = math.sqrt(np.finfo(np.float64).eps)
 
 def interaction_test_key(cluster_key: str) -> str:
     """Key of the :func:`interaction_test` result in ``adata.uns``."""
-    return f"{cluster_key}_interaction_test"
+    return Key.uns.interaction_test(cluster_key)
 
 
 def interaction_test(
