@@ -122,6 +122,10 @@ def run_demo(
         "counts_csv": out / "cell_counts.csv",
         "counts_parquet": out / "cell_counts.parquet",
     }
+    enrichment = _enrichment(adata, seed)
+    if enrichment is not None:
+        paths["enrichment_heatmap"] = out / "nhood_enrichment.png"
+        paths["enrichment_csv"] = out / "nhood_enrichment.csv"
     images = list(adata.obs[Key.obs.image_id].astype("category").cat.categories)[:6]
     fig = pl.tissue_map(adata, images=images)
     _save_figure(fig, paths["tissue_map"], overwrite, inputs)
@@ -130,11 +134,18 @@ def run_demo(
     fig = pl.density_bars(table, value=value, group=metadata[0] if metadata else None)
     _save_figure(fig, paths["density_chart"], overwrite, inputs)
     plt.close(fig)
+    if enrichment is not None:
+        fig = pl.nhood_heatmap(enrichment, Key.obs.cell_type)
+        _save_figure(fig, paths["enrichment_heatmap"], overwrite, inputs)
+        plt.close(fig)
+        write_table(enrichment.table, paths["enrichment_csv"], overwrite=overwrite, inputs=inputs)
     write_h5ad(adata, paths["cells"], overwrite=overwrite, inputs=inputs)
     write_table(table, paths["counts_csv"], overwrite=overwrite, inputs=inputs)
     write_table(table, paths["counts_parquet"], overwrite=overwrite, inputs=inputs)
 
     params: dict[str, Any] = {"out_dir": str(out), "overwrite": overwrite, "level": level, "value": value}
+    if enrichment is not None:
+        params["nhood_enrichment"] = {"graph": f"{_DEMO_GRAPH_K}-NN per image", "n_perms": _DEMO_PERMS}
     if inp is None:
         params |= {"n_patients": n_patients, "n_cells": n_cells}
     else:
@@ -154,9 +165,23 @@ def run_demo(
     return DemoResult(out_dir=out, outputs=paths, summary=summary)
 
 
+_DEMO_GRAPH_K = 6
+_DEMO_PERMS = 1000
+
+
+def _enrichment(adata: ad.AnnData, seed: int) -> Any:
+    """6-NN graph per image and permutation neighbourhood enrichment (None with < 2 cell types)."""
+    from spatialpath import gr
+
+    if adata.obs[Key.obs.cell_type].nunique() < 2:
+        return None
+    gr.knn_graph(adata, _DEMO_GRAPH_K)
+    return gr.nhood_enrichment(adata, Key.obs.cell_type, n_perms=_DEMO_PERMS, seed=seed, copy=True)
+
+
 def _save_figure(fig: Any, path: Path, overwrite: bool, inputs: list[Path]) -> None:
     with atomic_write(path, overwrite=overwrite, inputs=inputs) as tmp:
-        fig.savefig(tmp, format="png", dpi=130, metadata={"Software": None})
+        fig.savefig(tmp, format="png", dpi=130, metadata={"Software": None}, bbox_inches="tight")
 
 
 def _summary(

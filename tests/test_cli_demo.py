@@ -37,6 +37,8 @@ def test_demo_writes_every_output(demo_dir):
             "cells.h5ad",
             "cell_counts.csv",
             "cell_counts.parquet",
+            "nhood_enrichment.png",
+            "nhood_enrichment.csv",
             "manifest.json",
         ]
     )
@@ -48,6 +50,11 @@ def test_demo_writes_every_output(demo_dir):
     pd.testing.assert_frame_equal(csv, parquet, check_dtype=False)
     assert csv["n_cells"].sum() == cells.n_obs
     assert "outputs:" in result.summary
+    enr = pd.read_csv(out / "nhood_enrichment.csv")
+    # the table comes from the demo's 6-NN graph: per image, the counts are its 600 x 6 edges
+    per_image = enr[enr["level"] == "image"]
+    assert per_image.groupby("image_id")["count"].sum().eq(600 * 6).all()
+    assert per_image["image_id"].nunique() == 2
     assert "CD8 T" in result.summary
 
 

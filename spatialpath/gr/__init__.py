@@ -10,11 +10,13 @@ from spatialpath.gr._cooccurrence import co_occurrence
 from spatialpath.gr._graph import delaunay_graph, hop_graph, knn_graph, radius_graph, spatial_graph
 from spatialpath.gr._interaction_matrix import InteractionMatrixResult, interaction_matrix
 from spatialpath.gr._interaction_test import interaction_summary, interaction_test
+from spatialpath.gr._nhood import NhoodEnrichmentResult, nhood_enrichment
 from spatialpath.gr._permutation import PermutationResult, permutation_test
 
 __all__ = [
     "CentralityResult",
     "InteractionMatrixResult",
+    "NhoodEnrichmentResult",
     "PermutationResult",
     "centrality",
     "co_occurrence",
@@ -24,6 +26,7 @@ __all__ = [
     "interaction_summary",
     "interaction_test",
     "knn_graph",
+    "nhood_enrichment",
     "permutation_test",
     "radius_graph",
     "spatial_graph",

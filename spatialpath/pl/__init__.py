@@ -1,7 +1,8 @@
 """Plots (matplotlib); every function returns the Figure."""
 
 from spatialpath.pl._bars import density_bars
+from spatialpath.pl._nhood import nhood_heatmap
 from spatialpath.pl._palette import category_colors
 from spatialpath.pl._tissue import tissue_map
 
-__all__ = ["category_colors", "density_bars", "tissue_map"]
+__all__ = ["category_colors", "density_bars", "nhood_heatmap", "tissue_map"]

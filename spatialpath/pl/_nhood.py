@@ -131,7 +131,9 @@ def nhood_heatmap(
         vmin, top = (0.0, vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0))
     k = len(categories)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(1.6 + 0.45 * k, 1.0 + 0.45 * k))
+        # room for the longest category names on both axes, laid out by matplotlib
+        label = 0.09 * max((len(c) for c in categories), default=4)
+        fig, ax = plt.subplots(figsize=(2.4 + label + 0.45 * k, 1.6 + label + 0.45 * k), layout="constrained")
     else:
         fig = ax.figure
     colormap = plt.get_cmap(cmap).with_extremes(bad="0.85")
