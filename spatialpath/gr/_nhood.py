@@ -25,6 +25,7 @@ from spatialpath.gr._counts import pair_counts_args, pair_counts_kernel
 from spatialpath.gr._layout import renumber_graph, spatial_order
 from spatialpath.gr._multitest import bh_qvalues
 from spatialpath.gr._nhood_analytic import NORMAL_MIN_EXPECTED, analytic_levels, cells_per_image, sum_by
+from spatialpath.gr._nhood_conditional import conditional_fields
 from spatialpath.gr._permutation import permutation_test
 from spatialpath.gr._utils import (
     Groups,
@@ -85,6 +86,13 @@ class NhoodEnrichmentResult:
     pvalue_per_patient: np.ndarray | None = None
     qvalue_per_patient: np.ndarray | None = None
     n_cells_per_patient: np.ndarray | None = None
+    #: COZI statistics with ``conditional=True`` (see :mod:`spatialpath.gr._nhood_conditional`).
+    conditional_count: np.ndarray | None = None
+    conditional_ratio: np.ndarray | None = None
+    conditional_count_per_image: np.ndarray | None = None
+    conditional_ratio_per_image: np.ndarray | None = None
+    conditional_zscore_per_image: np.ndarray | None = None
+    conditional_pvalue_per_image: np.ndarray | None = None
 
     @property
     def counts(self) -> np.ndarray:
@@ -251,6 +259,7 @@ def nhood_enrichment(
     analytical: bool = False,
     connectivity_key: str = "spatial",
     patient_key: str | None = None,
+    conditional: bool = False,
     progress: bool = True,
     copy: bool = False,
 ) -> NhoodEnrichmentResult | None:
@@ -290,6 +299,12 @@ def nhood_enrichment(
     patient_key
         Column naming the patient of each cell (images must nest in patients); default
         ``obs["patient_id"]`` when present. Adds per-patient sums with their own tests.
+    conditional
+        Also compute COZI's conditional statistics per image: the conditional count ``S / C1``
+        (edges A→B per A cell with any B neighbour), the conditional ratio ``C1 / n_A``, and a
+        permutation z-score and two-sided p of the conditional count (``n_perms``, ``seed``),
+        written as ``conditional_*`` keys; pooled values are ratios of sums. See
+        ``docs/nhood-enrichment.md``.
     progress
         Show a progress bar over the permutations.
     copy
@@ -382,7 +397,11 @@ def nhood_enrichment(
         fields |= {"patients": patients[0], "image_patient": [patients[0][i] for i in image_patient],
                    "n_images_per_patient": np.bincount(image_patient, minlength=n_patients),
                    "n_cells_per_patient": n_pat}  # fmt: skip
+    if conditional:
+        fields |= conditional_fields(labels, graph, groups, n_types, n_img, n_perms=n_perms, seed=seed,
+                                     progress=progress)  # fmt: skip
     params = {"method": "analytical" if analytical else "permutation", "analytical": bool(analytical),
+              "conditional": bool(conditional),
               "n_perms": 0 if analytical else int(n_perms), "seed": int(seed), "cluster_key": cluster_key,
               "library_key": library_key or "", "patient_key": patient_key or "",
               "connectivity_key": _connectivity_key(connectivity_key), "n_cross_image_edges": int(n_cross),
