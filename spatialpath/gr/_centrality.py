@@ -22,13 +22,18 @@ import pandas as pd
 from anndata import AnnData
 
 from spatialpath.gr._csr import (
-    connectivity_obsp_key,
     count_cross_edges,
     locality_order,
     undirected,
     warn_cross_image_edges,
 )
-from spatialpath.gr._utils import default_library_key, get_graph, image_groups, label_codes
+from spatialpath.gr._utils import (
+    connectivity_obsp_key,
+    default_library_key,
+    get_graph,
+    image_groups,
+    label_codes,
+)
 from spatialpath.keys import Key
 
 __all__ = ["SCORES", "CentralityResult", "centrality", "centrality_per_image_key"]

@@ -12,22 +12,13 @@ import numba
 import numpy as np
 
 from spatialpath.gr._utils import Groups
-from spatialpath.keys import Key
 
 __all__ = [
-    "connectivity_obsp_key",
     "count_cross_edges",
     "locality_order",
     "undirected",
     "warn_cross_image_edges",
 ]
-
-
-def connectivity_obsp_key(connectivity_key: str) -> str:
-    """``"spatial"`` -> ``"spatial_connectivities"``; a key already ending in it is kept (as squidpy)."""
-    if connectivity_key.endswith(Key.obsp.connectivities("")):
-        return connectivity_key
-    return Key.obsp.connectivities(connectivity_key)
 
 
 def warn_cross_image_edges(n_cross: int, groups: Groups, library_key: str | None, what: str) -> None:

@@ -16,8 +16,14 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from spatialpath.gr._csr import connectivity_obsp_key, warn_cross_image_edges
-from spatialpath.gr._utils import default_library_key, get_graph, image_groups, label_codes
+from spatialpath.gr._csr import warn_cross_image_edges
+from spatialpath.gr._utils import (
+    connectivity_obsp_key,
+    default_library_key,
+    get_graph,
+    image_groups,
+    label_codes,
+)
 from spatialpath.keys import Key
 
 __all__ = ["InteractionMatrixResult", "interaction_matrix", "interactions_per_image_key"]

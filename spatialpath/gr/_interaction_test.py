@@ -23,6 +23,7 @@ from spatialpath.gr._counts import pair_counts_args
 from spatialpath.gr._utils import (
     Groups,
     check_min_cells,
+    connectivity_obsp_key,
     default_library_key,
     get_graph,
     image_groups,
@@ -174,7 +175,7 @@ def interaction_test(
     library_key = default_library_key(adata, library_key)
     groups = image_groups(adata, library_key)
     check_min_cells(groups, 3)
-    obsp_key = _obsp_key(connectivity_key)
+    obsp_key = connectivity_obsp_key(connectivity_key)
     graph = get_graph(adata, obsp_key)
     _warn_cross_image_edges(graph, groups, library_key)
 
@@ -313,14 +314,6 @@ def _check_arguments(method: str, patch_size: int | None, p_threshold: float, to
     elif patch_size is not None:
         raise ValueError(f"patch_size is only used by method='patch' (got method={method!r})")
     return rule
-
-
-def _obsp_key(connectivity_key: str) -> str:
-    """``"spatial"`` -> ``"spatial_connectivities"``; a full key is kept (as in squidpy)."""
-    suffix = Key.obsp.connectivities("")
-    return (
-        connectivity_key if connectivity_key.endswith(suffix) else Key.obsp.connectivities(connectivity_key)
-    )
 
 
 def _warn_cross_image_edges(graph: sparse.csr_matrix, groups: Groups, library_key: str | None) -> None:

@@ -31,6 +31,7 @@ from spatialpath.gr._utils import (
     Groups,
     check_coordinates,
     check_min_cells,
+    connectivity_obsp_key,
     default_library_key,
     get_graph,
     image_groups,
@@ -168,11 +169,6 @@ def _nhood_kernel(labels, args, out):
             if dst >= 0:
                 for s in range(kk):
                     out[dst + s] += out[g * kk + s]
-
-
-def _connectivity_key(key: str) -> str:
-    suffix = Key.obsp.connectivities("")
-    return key if key.endswith(suffix) else Key.obsp.connectivities(key)
 
 
 def _patients(adata: AnnData, patient_key: str | None, groups: Groups) -> tuple[list[str], np.ndarray] | None:
@@ -364,7 +360,7 @@ def nhood_enrichment(
     groups = image_groups(adata, library_key)
     check_min_cells(groups)
     xy = check_coordinates(adata)
-    graph = get_graph(adata, _connectivity_key(connectivity_key))
+    graph = get_graph(adata, connectivity_obsp_key(connectivity_key))
     if patient_key is None and Key.obs.patient_id in adata.obs:
         patient_key = Key.obs.patient_id
     patients = _patients(adata, patient_key, groups)
@@ -404,7 +400,8 @@ def nhood_enrichment(
               "conditional": bool(conditional),
               "n_perms": 0 if analytical else int(n_perms), "seed": int(seed), "cluster_key": cluster_key,
               "library_key": library_key or "", "patient_key": patient_key or "",
-              "connectivity_key": _connectivity_key(connectivity_key), "n_cross_image_edges": int(n_cross),
+              "connectivity_key": connectivity_obsp_key(connectivity_key),
+              "n_cross_image_edges": int(n_cross),
               "normal_min_expected": NORMAL_MIN_EXPECTED, "units": "edges"}  # fmt: skip
     result = NhoodEnrichmentResult(**fields, params=params)
     if copy:

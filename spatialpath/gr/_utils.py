@@ -21,6 +21,7 @@ __all__ = [
     "Groups",
     "check_coordinates",
     "check_min_cells",
+    "connectivity_obsp_key",
     "default_library_key",
     "get_graph",
     "image_groups",
@@ -107,6 +108,20 @@ def label_codes(adata: AnnData, cluster_key: str, *, min_types: int = 2) -> tupl
         )
     dtype = np.int8 if len(cats) <= 127 else np.int16
     return adata.obs[cluster_key].cat.codes.to_numpy().astype(dtype), cats
+
+
+def connectivity_obsp_key(connectivity_key: str) -> str:
+    """``"spatial"`` -> ``"spatial_connectivities"``; a key already ending in it is kept (as squidpy).
+
+    Examples
+    --------
+    >>> connectivity_obsp_key("spatial"), connectivity_obsp_key("spatial_2hop_connectivities")
+    ('spatial_connectivities', 'spatial_2hop_connectivities')
+    """
+    suffix = Key.obsp.connectivities("")
+    return (
+        connectivity_key if connectivity_key.endswith(suffix) else Key.obsp.connectivities(connectivity_key)
+    )
 
 
 def get_graph(adata: AnnData, key: str = Key.obsp.connectivities()) -> sparse.csr_matrix:
