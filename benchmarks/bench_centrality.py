@@ -19,27 +19,15 @@ import os
 
 os.environ["NUMBA_NUM_THREADS"] = "2"  # inherited by the child processes
 
-import tempfile
-from pathlib import Path
 
-from _harness import run_case
+from _harness import UNIFORM_CELLS, timed
 
-SETUP = """
-import time, warnings
-import numpy as np, pandas as pd, anndata as ad
-import squidpy as sq
+SETUP = (
+    UNIFORM_CELLS
+    + """
+import time
 from spatialpath.gr._centrality import centrality
 from spatialpath.gr._interaction_matrix import interaction_matrix
-
-warnings.filterwarnings("ignore")
-
-def cells(n, seed=0):
-    rng = np.random.default_rng(seed)
-    types = pd.Categorical.from_codes(rng.integers(0, 12, n), [f"type{i}" for i in range(12)])
-    a = ad.AnnData(obs=pd.DataFrame({"cell_type": types}, index=np.arange(n).astype(str)))
-    a.obsm["spatial"] = rng.uniform(0, np.sqrt(n) * 20.0, (n, 2))
-    sq.gr.spatial_neighbors_knn(a, n_neighs=6)
-    return a
 
 warm = cells(2000, seed=1)
 centrality(warm, "cell_type")
@@ -47,6 +35,7 @@ interaction_matrix(warm, "cell_type")
 sq.gr.interaction_matrix(warm, "cell_type")
 adata = cells(__N__)
 """
+)
 
 CASES = [
     ("graph only (baseline)", "pass", "-"),
@@ -57,33 +46,6 @@ CASES = [
 ]
 SIZES = {"1e5": 100_000, "1e6": 1_000_000}
 SQUIDPY_CENTRALITY_MAX = 100_000  # networkx takes ≈ 170 s at 1e6
-
-
-#: appended to the setup: forget the setup's memory peak (Linux ``clear_refs``), remember the RSS.
-_MARK = """
-import gc
-gc.collect()
-def _vm(field):
-    with open("/proc/self/status") as f:
-        return next(int(x.split()[1]) for x in f if x.startswith(field)) / 1024**2  # KiB -> GiB
-_rss0 = _vm("VmRSS")
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-"""
-
-
-def timed(setup: str, run: str) -> dict[str, float]:
-    """``run_case`` plus the CPU seconds (all threads) and the peak RSS growth of the timed block.
-
-    The two extra numbers are written by the child to a file: ``cpu_seconds`` and
-    ``delta_peak_gib`` (peak RSS during the timed block minus the RSS before it).
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "extra"
-        record = f"open({str(out)!r}, 'w').write(f'{{time.process_time() - _c0}} {{_vm(\"VmHWM\") - _rss0}}')"
-        r = run_case(setup + _MARK, f"_c0 = time.process_time()\n{run}\n{record}")
-        cpu, delta = out.read_text().split()
-    return {**r, "cpu_seconds": float(cpu), "delta_peak_gib": float(delta)}
 
 
 def main() -> None:

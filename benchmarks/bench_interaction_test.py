@@ -8,20 +8,10 @@ is no squidpy counterpart; scimap's ``spatial_interaction`` (edge-label permutat
 
 from __future__ import annotations
 
-from _harness import print_table, run_case
+from _harness import UNIFORM_CELLS, print_table, run_case
 
 SETUP = """
-import anndata as ad, numpy as np, pandas as pd, squidpy as sq
 from spatialpath.gr._interaction_test import interaction_test
-
-def cells(n, seed=0):
-    rng = np.random.default_rng(seed)
-    obs = pd.DataFrame({{"cell_type": pd.Categorical(rng.integers(0, 12, n).astype(str))}},
-                       index=np.arange(n).astype(str))
-    a = ad.AnnData(obs=obs)
-    a.obsm["spatial"] = rng.uniform(0, np.sqrt(n) * 20, (n, 2))
-    sq.gr.spatial_neighbors_knn(a, n_neighs=6)
-    return a
 
 warm = cells(2000, 1)
 interaction_test(warm, "cell_type", method="{method}", patch_size={patch_size}, n_perms=20, progress=False)
@@ -42,5 +32,5 @@ if __name__ == "__main__":
     rows = []
     for name, method, patch_size, n in CASES:
         kw = {"method": method, "patch_size": patch_size, "n": n}
-        rows.append((name, run_case(SETUP.format(**kw), RUN.format(**kw)), "-"))
+        rows.append((name, run_case(UNIFORM_CELLS + SETUP.format(**kw), RUN.format(**kw)), "-"))
     print_table(rows)

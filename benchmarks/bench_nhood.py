@@ -20,31 +20,20 @@ import os
 
 os.environ["NUMBA_NUM_THREADS"] = "2"  # inherited by the child processes
 
-import tempfile
-from pathlib import Path
 
-from _harness import run_case
+from _harness import UNIFORM_CELLS, timed
 
-SETUP = """
-import time, warnings
-import numpy as np, pandas as pd, anndata as ad
-import squidpy as sq
+SETUP = (
+    UNIFORM_CELLS
+    + """
+import time
 from spatialpath.gr._nhood import nhood_enrichment
-
-warnings.filterwarnings("ignore")
-
-def cells(n, seed=0):
-    rng = np.random.default_rng(seed)
-    types = pd.Categorical.from_codes(rng.integers(0, 12, n), [f"type{i}" for i in range(12)])
-    a = ad.AnnData(obs=pd.DataFrame({"cell_type": types}, index=np.arange(n).astype(str)))
-    a.obsm["spatial"] = rng.uniform(0, np.sqrt(n) * 20.0, (n, 2))
-    sq.gr.spatial_neighbors_knn(a, n_neighs=6)
-    return a
 
 warm = cells(2000, seed=1)
 __WARM__
 adata = cells(__N__)
 """
+)
 
 #: JIT warm-up of the library a case times. Only that library is warmed: squidpy's ``parallelize``
 #: calls ``numba.set_num_threads(1)`` in the calling thread (``squidpy/_utils.py``,
@@ -77,28 +66,6 @@ CASES = [
 ]
 SIZES = {"1e5": 100_000, "1e6": 1_000_000}
 SQUIDPY_MAX = 10**7 if os.environ.get("BENCH_SQUIDPY_1E6") == "1" else 100_000
-
-#: appended to the setup: forget the setup's memory peak (Linux ``clear_refs``), remember the RSS.
-_MARK = """
-import gc
-gc.collect()
-def _vm(field):
-    with open("/proc/self/status") as f:
-        return next(int(x.split()[1]) for x in f if x.startswith(field)) / 1024**2  # KiB -> GiB
-_rss0 = _vm("VmRSS")
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-"""
-
-
-def timed(setup: str, run: str) -> dict[str, float]:
-    """``run_case`` plus the CPU seconds (all threads) and the peak RSS growth of the timed block."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "extra"
-        record = f"open({str(out)!r}, 'w').write(f'{{time.process_time() - _c0}} {{_vm(\"VmHWM\") - _rss0}}')"
-        r = run_case(setup + _MARK, f"_c0 = time.process_time()\n{run}\n{record}")
-        cpu, delta = out.read_text().split()
-    return {**r, "cpu_seconds": float(cpu), "delta_peak_gib": float(delta)}
 
 
 def main() -> None:
