@@ -41,6 +41,8 @@ class _Obs:
     label: Final = "label"
     area_px: Final = "area_px"
     area_um2: Final = "area_um2"
+    #: cellular neighbourhood of each cell (Schürch et al. 2020 preset); its model in ``uns["cn"]``.
+    cellular_neighborhood: Final = "cn"
 
 
 class _Obsm:
@@ -113,6 +115,16 @@ class _Uns:
     def ripley(cluster_key: str, mode: str) -> str:
         """Ripley function result (squidpy convention)."""
         return f"{cluster_key}_ripley_{mode}"
+
+    @staticmethod
+    def cross_function(cluster_key: str, kind: str) -> str:
+        """Edge-corrected cross-type point-pattern function (spatialpath): ``kind`` K, L, G, J or g."""
+        return f"{cluster_key}_cross_{kind}"
+
+    #: Moran's I table (squidpy convention).
+    moran: Final = "moranI"
+    #: Geary's C table (squidpy convention).
+    geary: Final = "gearyC"
 
 
 class _Attrs:

@@ -4,7 +4,8 @@ A statistic is a numba kernel ``kernel(labels, args, out)`` that fills the float
 (zeroed beforehand) from per-cell integer ``labels``. The engine computes the observed statistic,
 then for each permutation shuffles the labels **within each image** and streams, per entry of the
 statistic, the sum and sum of squares of (permuted − observed) and the counts of permuted values
-≥ and ≤ the observed one. Permuted statistics are never stored.
+≥ and ≤ the observed one. Permuted statistics are stored only on request (``keep=True``, for tests
+that need the whole null distribution, such as global envelope tests).
 
 Reproducibility
     Permutation ``p`` uses its own random stream, seeded by child ``p`` of
@@ -64,8 +65,12 @@ def shuffle_within(work: np.ndarray, offsets: np.ndarray, state: np.ndarray) -> 
 
 
 @numba.njit(parallel=True, nogil=True)
-def _run_blocks(kernel, labels, order, offsets, identity, seeds, observed, args, first, last, acc, tol):
-    """Run permutation blocks ``first..last-1``; ``acc[b]`` holds block b's 4 accumulators."""
+def _run_blocks(kernel, labels, order, offsets, identity, seeds, observed, args, first, last, acc, tol, kept):
+    """Run permutation blocks ``first..last-1``; ``acc[b]`` holds block b's 4 accumulators.
+
+    ``kept`` is ``(n_perms, n_stat)`` to store every permuted statistic, or ``(0, n_stat)``.
+    """
+    keep = kept.shape[0] > 0
     n = labels.shape[0]
     n_perms = seeds.shape[0]
     n_stat = observed.shape[0]
@@ -90,6 +95,8 @@ def _run_blocks(kernel, labels, order, offsets, identity, seeds, observed, args,
                 lab = perm
             out[:] = 0.0
             kernel(lab, args, out)
+            if keep:
+                kept[p, :] = out
             for s in range(n_stat):
                 d = out[s] - observed[s]
                 acc[b, 0, s] += d
@@ -111,7 +118,8 @@ class PermutationResult:
     """Observed statistic and its permutation distribution, summarised without storing it.
 
     ``mean`` and ``var`` are the mean and variance (ddof 0) of the permuted statistic;
-    ``n_ge`` / ``n_le`` count permutations with a value ≥ / ≤ the observed one.
+    ``n_ge`` / ``n_le`` count permutations with a value ≥ / ≤ the observed one. ``samples`` is the
+    ``(n_perms, n_stats)`` array of permuted statistics when the test ran with ``keep=True``.
     """
 
     observed: np.ndarray
@@ -120,6 +128,7 @@ class PermutationResult:
     n_ge: np.ndarray
     n_le: np.ndarray
     n_perms: int
+    samples: np.ndarray | None = None
 
     def zscore(self) -> np.ndarray:
         """``(observed − mean) / sd``; NaN where the permutation sd is 0."""
@@ -157,6 +166,7 @@ def permutation_test(
     tolerance: float = 0.0,
     progress: bool = True,
     desc: str = "permutations",
+    keep: bool = False,
 ) -> PermutationResult:
     """Run a permutation test of ``kernel`` with labels shuffled within each image.
 
@@ -184,6 +194,9 @@ def permutation_test(
         Show a progress bar (updated between rounds of blocks).
     desc
         Progress-bar label.
+    keep
+        Also return every permuted statistic (``PermutationResult.samples``, ``n_perms × n_stats``
+        float64: mind the memory).
 
     Returns
     -------
@@ -214,6 +227,7 @@ def permutation_test(
     seeds = permutation_seeds(seed, int(n_perms))
     n_blocks = -(-int(n_perms) // BLOCK)
     acc = np.zeros((n_blocks, 4, n_stats), np.float64)
+    kept = np.zeros((int(n_perms) if keep else 0, n_stats), np.float64)
     per_round = max(1, 4 * numba.get_num_threads())
     with tqdm(total=int(n_perms), desc=desc, disable=not progress, leave=False) as bar:
         for first in range(0, n_blocks, per_round):
@@ -231,6 +245,7 @@ def permutation_test(
                 last,
                 acc,
                 float(tolerance),
+                kept,
             )
             bar.update(min(last * BLOCK, n_perms) - first * BLOCK)
     total = acc.sum(axis=0) if n_blocks == 1 else _ordered_sum(acc)
@@ -243,6 +258,7 @@ def permutation_test(
         n_ge=total[2].astype(np.int64),
         n_le=total[3].astype(np.int64),
         n_perms=int(n_perms),
+        samples=kept if keep else None,
     )
 
 

@@ -117,3 +117,25 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="alternative must be"):
         r.pvalue("both")
     assert np.isnan(r.zscore()[0])  # constant statistic: sd 0 gives NaN, not inf
+
+
+def test_kept_samples_reproduce_the_streamed_summaries():
+    rng = np.random.default_rng(5)
+    n, m = 80, 25
+    labels = rng.integers(0, 2, n).astype(np.int8)
+    subset = rng.choice(n, m, replace=False)
+    args = (subset, np.zeros(m, np.int64))
+    kw = {"n_perms": 300, "seed": 11, "progress": False}
+    plain = permutation_test(_subset_count, labels, _groups(np.zeros(n)), args, 1, **kw)
+    kept = permutation_test(_subset_count, labels, _groups(np.zeros(n)), args, 1, keep=True, **kw)
+    assert plain.samples is None
+    s = kept.samples[:, 0]
+    assert s.shape == (300,)
+    # the stored values are the streamed ones: same counts, mean and variance (computed independently)
+    assert kept.n_ge[0] == np.sum(s >= kept.observed[0]) == plain.n_ge[0]
+    assert kept.n_le[0] == np.sum(s <= kept.observed[0])
+    assert kept.mean[0] == pytest.approx(s.mean(), rel=1e-12)
+    assert kept.var[0] == pytest.approx(s.var(), rel=1e-9)
+    # each sample is a count of label-0 cells among m: a value the labels can give
+    assert s.min() >= max(0, m - np.sum(labels == 1))
+    assert s.max() <= min(m, np.sum(labels == 0))
