@@ -7,27 +7,46 @@ No statistic ever pairs cells of different images.
 
 from spatialpath.gr._centrality import CentralityResult, centrality
 from spatialpath.gr._cooccurrence import co_occurrence
+from spatialpath.gr._cross_function import cross_function
+from spatialpath.gr._cross_result import CrossFunctionResult
+from spatialpath.gr._envelope import (
+    GlobalEnvelopeResult,
+    PointwiseEnvelopeResult,
+    auc,
+    global_envelope_test,
+    pointwise_envelope,
+)
 from spatialpath.gr._graph import delaunay_graph, hop_graph, knn_graph, radius_graph, spatial_graph
 from spatialpath.gr._interaction_matrix import InteractionMatrixResult, interaction_matrix
 from spatialpath.gr._interaction_test import interaction_summary, interaction_test
 from spatialpath.gr._nhood import NhoodEnrichmentResult, nhood_enrichment
 from spatialpath.gr._permutation import PermutationResult, permutation_test
+from spatialpath.gr._window import Window, make_window
 
 __all__ = [
     "CentralityResult",
+    "CrossFunctionResult",
+    "GlobalEnvelopeResult",
     "InteractionMatrixResult",
     "NhoodEnrichmentResult",
     "PermutationResult",
+    "PointwiseEnvelopeResult",
+    "Window",
+    "auc",
     "centrality",
     "co_occurrence",
+    "cross_function",
     "delaunay_graph",
+    "global_envelope_test",
     "hop_graph",
     "interaction_matrix",
     "interaction_summary",
     "interaction_test",
     "knn_graph",
+    "make_window",
     "nhood_enrichment",
     "permutation_test",
+    "pointwise_envelope",
     "radius_graph",
     "spatial_graph",
 ]
