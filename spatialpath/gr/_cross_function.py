@@ -240,7 +240,10 @@ def cross_function(
     seed
         Seed of the null; each image's stream derives from ``(seed, image_id)``.
     copy
-        Return the result instead of writing ``adata.uns[f"{cluster_key}_cross_{kind}"]``.
+        Return the result instead of writing ``adata.uns[f"{cluster_key}_cross_{kind}"]``
+        (``params``, ``r``, ``summary`` and ``curves`` tables); for L and G of one image the
+        univariate curves also go to squidpy's ``uns[f"{cluster_key}_ripley_{kind}"]``, so
+        ``squidpy.pl.ripley`` plots them.
     progress
         Progress bars.
 
@@ -438,4 +441,8 @@ def cross_function(
     if copy:
         return result
     adata.uns[Key.uns.cross_function(cluster_key, kind)] = result.to_uns()
+    if kind in ("L", "G"):  # squidpy.pl.ripley(adata, cluster_key, mode=kind) draws our curves
+        ripley = result.to_squidpy_ripley(cluster_key, cats)
+        if ripley is not None:
+            adata.uns[Key.uns.ripley(cluster_key, kind)] = ripley
     return None

@@ -152,6 +152,36 @@ class CrossFunctionResult:
             "curves": self.table(),
         }
 
+    def to_squidpy_ripley(self, cluster_key: str, categories: list[str]) -> dict[str, Any] | None:
+        """The ``squidpy.gr.ripley`` layout of the univariate curves of one image.
+
+        ``{mode}_stat`` holds the observed curves, ``sims_stat`` the null mean of each type (one
+        "simulation" per type), ``pvalues`` the pointwise p-values; ``None`` when there are
+        several images or no univariate pair.
+        """
+        uni = [k for k, (a, b) in enumerate(self.pairs) if a == b]
+        if len(self.images) != 1 or not uni:
+            return None
+        types = [self.pairs[k][0] for k in uni]
+        m = len(self.r)
+        stat = pd.DataFrame(
+            {
+                "bins": np.tile(self.r, len(uni)),
+                cluster_key: pd.Categorical(np.repeat(types, m), categories=categories),
+                "stats": self.observed[0, uni].ravel(),
+            }
+        )
+        sims = self.null_mean[0, uni] if self.null_mean is not None else self.theoretical[0, uni]
+        sims_stat = pd.DataFrame(
+            {
+                "bins": np.tile(self.r, len(uni)),
+                "simulations": np.repeat(np.arange(len(uni)), m),
+                "stats": sims.ravel(),
+            }
+        )
+        p = self.pointwise_p[0, uni] if self.pointwise_p is not None else np.full((len(uni), m), np.nan)
+        return {f"{self.kind}_stat": stat, "sims_stat": sims_stat, "bins": np.asarray(self.r), "pvalues": p}
+
     def __repr__(self) -> str:
         test = f", null={self.null} ({self.params.get('n_perms')} draws)" if self.null else ""
         return (

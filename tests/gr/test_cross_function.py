@@ -255,3 +255,18 @@ def test_random_labelling_tests_are_calibrated():
     rate_pw, rate_gl = np.mean(np.array(pointwise) <= 0.05), np.mean(np.array(global_) <= 0.05)
     assert 0.03 <= rate_pw <= 0.07, rate_pw
     assert 0.03 <= rate_gl <= 0.07, rate_gl
+
+
+def test_univariate_l_is_plotted_by_squidpy():
+    import matplotlib.pyplot as plt
+    import squidpy as sq
+
+    ad = _cells(n=300, seed=8)
+    cross_function(ad, "cell_type", "L", r=np.linspace(0, 40, 5), window=BOX, n_perms=39, progress=False)
+    rip = ad.uns["cell_type_ripley_L"]
+    assert set(rip["L_stat"]["cell_type"]) == {"A", "B"}
+    summary = ad.uns["cell_type_cross_L"]["curves"]
+    obs_a = summary[(summary.a == "A") & (summary.b == "A")]["observed"].to_numpy()
+    np.testing.assert_array_equal(rip["L_stat"].query("cell_type == 'A'")["stats"].to_numpy(), obs_a)
+    sq.pl.ripley(ad, cluster_key="cell_type", mode="L")
+    plt.close("all")
