@@ -24,10 +24,10 @@ from typing import Literal
 
 import numpy as np
 from anndata import AnnData
-from tqdm.auto import tqdm
 
 from spatialpath.gr import _envelope
 from spatialpath.gr import _pp_kernels as kern
+from spatialpath.gr._cross_prepare import check_r, csr_samples, default_r_max, kernel_args, support
 from spatialpath.gr._cross_result import CrossFunctionResult
 from spatialpath.gr._permutation import permutation_test
 from spatialpath.gr._utils import Groups, check_coordinates, default_library_key, image_groups, label_codes
@@ -84,94 +84,6 @@ def _window_for(
             "(or window=None for each image's convex hull)"
         )
     return make_window(window, xy, resolution_um=res)
-
-
-def _support(win: Window, correction: str, reach: float) -> float:
-    if correction in ("border", "hanisch"):
-        return win.inscribed_radius_um
-    if correction == "translation":
-        return win.translation_support_um(reach)
-    return np.inf
-
-
-def _check_r(r: np.ndarray | Sequence[float] | None) -> np.ndarray | None:
-    if r is None:
-        return None
-    arr = np.asarray(r, np.float64)
-    if (
-        arr.ndim != 1
-        or len(arr) < 2
-        or not np.all(np.isfinite(arr))
-        or arr[0] < 0
-        or np.any(np.diff(arr) <= 0)
-    ):
-        raise DataModelError("r must be a 1-D increasing array of at least 2 finite distances ≥ 0 (µm)")
-    return arr
-
-
-def _default_r_max(win: Window, n: int) -> float:
-    """Spatstat's rule: a quarter of the window's shorter side, at most √(1000/(πλ))."""
-    h, w = win.mask.shape
-    side = min(h, w) * win.pixel_size_um
-    lam = n / win.area_um2
-    return float(min(0.25 * side, np.sqrt(1000.0 / (np.pi * lam))))
-
-
-def _args(xy, codes, win, r, stat, mode, n_types, reach, need_f):
-    bd = win.boundary_distance(xy)
-    grid = kern.build_grid(xy, bd, r, reach)
-    if mode == kern.TRANSLATION and stat in (kern.STAT_K, kern.STAT_G_PCF):
-        tw, radius = win.covariogram(reach)
-    else:
-        tw, radius = np.ones((1, 1)), 0
-    n_per = np.bincount(codes, minlength=n_types).astype(float)
-    lam = np.maximum(n_per, 1) / win.area_um2
-    bw = np.broadcast_to(0.15 / np.sqrt(lam)[None, :], (n_types, n_types)).copy()
-    if need_f:
-        qxy, qbd = win.test_points()
-        qkend = np.searchsorted(r, qbd, side="right").astype(np.int64)
-        fmode = kern.NONE if mode == kern.NONE else kern.BORDER
-        fcount = (
-            np.full(len(r), float(len(qxy)))
-            if fmode == kern.NONE
-            else np.array([(qkend > k).sum() for k in range(len(r))], float)
-        )
-    else:
-        qxy, qbd, qkend, fcount = np.zeros((0, 2)), np.zeros(0), np.zeros(0, np.int64), np.zeros(len(r))
-    er_step = max(win.pixel_size_um / 4, float(r[-1]) / 4096)
-    eroded = win.eroded_area(np.arange(0, r[-1] + 2 * er_step, er_step))
-    return (
-        *grid,
-        r,
-        float(reach),
-        int(stat),
-        int(mode),
-        tw,
-        int(radius),
-        1.0 / win.pixel_size_um,
-        bw,
-        float(win.area_um2),
-        int(n_types),
-        np.ascontiguousarray(qxy[:, 0]),
-        np.ascontiguousarray(qxy[:, 1]),
-        qkend,
-        np.asarray(qbd, np.float64),
-        np.maximum(eroded, 1e-300),
-        float(er_step),
-        fcount,
-    )
-
-
-def _csr_samples(codes, win, r, stat, mode, n_types, reach, need_f, n_sim, seed, progress, desc):
-    rng_seeds = np.random.SeedSequence(seed).spawn(n_sim)
-    out = []
-    for ss in tqdm(rng_seeds, desc=desc, disable=not progress, leave=False):
-        rng = np.random.default_rng(ss)
-        xy = win.sample_uniform(len(codes), rng)
-        out.append(
-            kern.evaluate_parallel(codes, _args(xy, codes, win, r, stat, mode, n_types, reach, need_f))
-        )
-    return np.stack(out)
 
 
 def cross_function(
@@ -295,7 +207,7 @@ def cross_function(
     pair_idx = np.array([cats.index(x) * len(cats) + cats.index(y) for x, y in pairs])
     library_key = default_library_key(adata, library_key)
     groups: Groups = image_groups(adata, library_key)
-    r_arr = _check_r(r)
+    r_arr = check_r(r)
     if r_arr is not None and r_max is not None:
         raise DataModelError("pass r or r_max, not both")
     if r_max is not None and not (np.isfinite(r_max) and r_max > 0):
@@ -316,7 +228,7 @@ def cross_function(
             )
         prepared.append((image, rows[inside], win, int((~inside).sum())))
     if r_arr is None:
-        rm = r_max or min(_default_r_max(w, len(rw)) for _, rw, w, _ in prepared)
+        rm = r_max or min(default_r_max(w, len(rw)) for _, rw, w, _ in prepared)
         r_arr = np.linspace(0.0, rm, DEFAULT_N_R)
     n_types, m = len(cats), len(r_arr)
     stat, mode = _STAT[kind], _MODE[corr]
@@ -325,11 +237,11 @@ def cross_function(
         n_min = min(max(np.bincount(codes_all[rw], minlength=n_types).min(), 1) for _, rw, _, _ in prepared)
         reach += 0.15 / np.sqrt(n_min / max(w.area_um2 for _, _, w, _ in prepared))
     for image, _, win, _ in prepared:
-        support = _support(win, corr, float(r_arr[-1]))
-        if r_arr[-1] > support:
+        largest = support(win, corr, float(r_arr[-1]))
+        if r_arr[-1] > largest:
             raise DataModelError(
                 f"r up to {r_arr[-1]:.4g} µm exceeds the support of image {image!r}'s window with {corr} "
-                f"correction; the largest valid r is {support:.4g} µm (pass r_max ≤ that)"
+                f"correction; the largest valid r is {largest:.4g} µm (pass r_max ≤ that)"
             )
 
     shape = (groups.n, len(pairs), m)
@@ -339,7 +251,7 @@ def cross_function(
     n_a, n_b = np.zeros(shape[:2]), np.zeros(shape[:2])
     for g, (image, rows, win, _) in enumerate(prepared):
         codes = codes_all[rows].astype(np.int64)
-        args = _args(xy_all[rows], codes, win, r_arr, stat, mode, n_types, reach, kind == "J")
+        args = kernel_args(xy_all[rows], codes, win, r_arr, stat, mode, n_types, reach, kind == "J")
         n_per = np.bincount(codes, minlength=n_types)
         n_a[g] = [n_per[cats.index(x)] for x, _ in pairs]
         n_b[g] = [n_per[cats.index(y)] for _, y in pairs]
@@ -366,7 +278,7 @@ def cross_function(
             observed = kern.evaluate_parallel(codes, args)
             sims = None
             if null == "csr":
-                sims = _csr_samples(
+                sims = csr_samples(
                     codes,
                     win,
                     r_arr,
