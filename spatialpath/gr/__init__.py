@@ -5,6 +5,14 @@ Functions take AnnData, write squidpy's keys where squidpy has the same statisti
 No statistic ever pairs cells of different images.
 """
 
+from spatialpath.gr._cellular_neighborhoods import (
+    CellularNeighborhoods,
+    cellular_neighborhoods,
+    cn_frequencies,
+    cn_mixing,
+    fit_cellular_neighborhoods,
+    predict_cellular_neighborhoods,
+)
 from spatialpath.gr._centrality import CentralityResult, centrality
 from spatialpath.gr._cooccurrence import co_occurrence
 from spatialpath.gr._cross_function import cross_function
@@ -24,6 +32,7 @@ from spatialpath.gr._permutation import PermutationResult, permutation_test
 from spatialpath.gr._window import Window, make_window
 
 __all__ = [
+    "CellularNeighborhoods",
     "CentralityResult",
     "CrossFunctionResult",
     "GlobalEnvelopeResult",
@@ -33,10 +42,14 @@ __all__ = [
     "PointwiseEnvelopeResult",
     "Window",
     "auc",
+    "cellular_neighborhoods",
     "centrality",
+    "cn_frequencies",
+    "cn_mixing",
     "co_occurrence",
     "cross_function",
     "delaunay_graph",
+    "fit_cellular_neighborhoods",
     "global_envelope_test",
     "hop_graph",
     "interaction_matrix",
@@ -47,6 +60,7 @@ __all__ = [
     "nhood_enrichment",
     "permutation_test",
     "pointwise_envelope",
+    "predict_cellular_neighborhoods",
     "radius_graph",
     "spatial_graph",
 ]
