@@ -5,6 +5,7 @@ Functions take AnnData, write squidpy's keys where squidpy has the same statisti
 No statistic ever pairs cells of different images.
 """
 
+from spatialpath.gr._autocorr import spatial_autocorr
 from spatialpath.gr._cellular_neighborhoods import (
     CellularNeighborhoods,
     cellular_neighborhoods,
@@ -62,5 +63,6 @@ __all__ = [
     "pointwise_envelope",
     "predict_cellular_neighborhoods",
     "radius_graph",
+    "spatial_autocorr",
     "spatial_graph",
 ]
