@@ -52,7 +52,7 @@ constraints:
 	rm -rf .venv-resolve
 
 bench: install
-	$(BIN)/python benchmarks/bench_simulate.py
+	cd benchmarks && for b in bench_*.py; do echo "== $$b"; ../$(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache
