@@ -4,8 +4,8 @@ All features of a chunk share one pass over the edges of the graph (a sparse–d
 ``W @ Z`` fused with the per-image sums). The analytic variances are Cliff & Ord's under normality
 and under randomisation (the exact variance over all permutations of the values; Geary's as
 pysal esda); the permutation null permutes the **values** over the cells of each image with the
-engine of :mod:`spatialpath.gr._permutation`. Definitions, derivations and squidpy's defects:
-``docs/spatial-autocorrelation.md``.
+engine of :mod:`spatialpath.gr._permutation`, one image at a time (seeded by image id).
+Definitions, derivations and squidpy's defects: ``docs/spatial-autocorrelation.md``.
 """
 
 from __future__ import annotations
@@ -14,15 +14,22 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import numba
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse, special
+from scipy import sparse
 
+from spatialpath.gr import _autocorr_kernels as kern
 from spatialpath.gr._multitest import bh_qvalues
 from spatialpath.gr._permutation import permutation_test
-from spatialpath.gr._utils import Groups, connectivity_obsp_key, default_library_key, get_graph, image_groups
+from spatialpath.gr._utils import (
+    Groups,
+    connectivity_obsp_key,
+    default_library_key,
+    get_graph,
+    image_groups,
+    image_seed,
+)
 from spatialpath.keys import Key
 from spatialpath.model import DataModelError
 
@@ -36,109 +43,6 @@ CHUNK_BYTES = 2**29
 TIE_TOLERANCE = float(np.sqrt(np.finfo(np.float64).eps))
 #: a feature is constant in an image when its sum of squares is ≤ this × n × max|x|².
 CONSTANT_RTOL = 1e-24
-
-
-@numba.njit(nogil=True)
-def _perm_kernel(labels, args, out):
-    """``out[g·F + k]``: scale × Σ w_ij z[π(i), k] z[π(j), k], or Σ w_ij (z[π(i), k] − z[π(j), k])²."""
-    indptr, indices, data, codes, z, scale, geary = args
-    f = z.shape[1]
-    acc = np.empty(f)
-    for i in range(indptr.shape[0] - 1):
-        pi, base = labels[i], codes[i] * f
-        acc[:] = 0.0
-        for e in range(indptr[i], indptr[i + 1]):
-            w, pj = data[e], labels[indices[e]]
-            if geary:
-                for k in range(f):
-                    acc[k] += w * (z[pi, k] - z[pj, k]) ** 2
-            else:
-                for k in range(f):
-                    acc[k] += w * z[pj, k]
-        for k in range(f):
-            out[base + k] += acc[k] if geary else z[pi, k] * acc[k]
-    for s in range(out.shape[0]):
-        out[s] *= scale[s]
-
-
-def _n_blocks(n: int, n_images: int, f: int) -> int:
-    """Row blocks of the parallel sums: a function of the shape only, not of the thread count."""
-    return int(max(1, min(64, n // 8192, 2**22 // max(1, n_images * f))))  # partial sums ≤ 128 MiB
-
-
-@numba.njit(nogil=True)
-def _column_sums(x, codes, n_images, n_blocks):
-    """Per image column sums ``(G, F)``; per block max |x| and count of non-finite values.
-
-    Serial: one streaming pass, where a parallel region costs more than it saves on a busy machine.
-    """
-    n, f = x.shape
-    part, top = np.zeros((n_blocks, n_images, f)), np.zeros((n_blocks, f))
-    bad = np.zeros((n_blocks, f), np.int64)
-    size = -(-n // n_blocks)
-    for b in range(n_blocks):
-        for i in range(b * size, min(n, (b + 1) * size)):
-            p = part[b, codes[i]]
-            for k in range(f):
-                v = np.float64(x[i, k])
-                if np.isfinite(v):
-                    p[k] += v
-                    top[b, k] = max(top[b, k], abs(v))
-                else:
-                    bad[b, k] += 1
-    out = part[0].copy()
-    for b in range(1, n_blocks):  # in block order: deterministic
-        out += part[b]
-    return out, top, bad
-
-
-@numba.njit(parallel=True, nogil=True, fastmath=True)  # fastmath: values are finite (checked)
-def _cross_sums(x, means, codes, d, indptr, indices, data, n_blocks):
-    """With ``z = x − means[image]``, per image ``(4, G, F)``: Σ z_i (Wz)_i, Σ z², Σ z⁴, Σ d_i z_i².
-
-    Edges never leave an image (checked), so ``(Wz)_i`` uses the mean of i's image.
-    """
-    n, f = x.shape
-    part = np.zeros((n_blocks, 4, means.shape[0], f))
-    size = -(-n // n_blocks)
-    for b in numba.prange(n_blocks):
-        acc, zi = np.empty(f), np.empty(f)
-        for i in range(b * size, min(n, (b + 1) * size)):
-            g, di = codes[i], d[i]
-            for k in range(f):
-                acc[k] = 0.0
-                zi[k] = x[i, k] - means[g, k]
-            for e in range(indptr[i], indptr[i + 1]):
-                w, j = data[e], indices[e]
-                for k in range(f):
-                    acc[k] += w * (x[j, k] - means[g, k])
-            for k in range(f):
-                z2 = zi[k] * zi[k]
-                part[b, 0, g, k] += zi[k] * acc[k]
-                part[b, 1, g, k] += z2
-                part[b, 2, g, k] += z2 * z2
-                part[b, 3, g, k] += z2 * di
-    out = part[0].copy()
-    for b in range(1, n_blocks):
-        out += part[b]
-    return out
-
-
-@numba.njit(parallel=True, nogil=True)
-def _row_moments(indptr, indices, data):
-    """Per row ``w_i·`` and ``Σ_j (w_ij² + w_ij w_ji)`` (their sums are S0 and S1; sorted indices)."""
-    n = indptr.shape[0] - 1
-    out = np.zeros((n, 2))
-    for i in numba.prange(n):
-        for e in range(indptr[i], indptr[i + 1]):
-            j, w, back = indices[e], data[e], 0.0
-            for t in range(indptr[j], indptr[j + 1]):  # w_ji: rows are short, a scan beats bisection
-                if indices[t] >= i:
-                    back = data[t] if indices[t] == i else 0.0
-                    break
-            out[i, 0] += w
-            out[i, 1] += w * w + w * back
-    return out
 
 
 def _features(adata: AnnData, features: Any, layer: str | None, attr: str) -> tuple[Any, Any, list[str]]:
@@ -199,8 +103,8 @@ def _block(values: Any, idx: np.ndarray | None, cols: slice) -> np.ndarray:
     return np.ascontiguousarray(block)
 
 
-def _weights(adata: AnnData, key: str, groups: Groups, transformation: bool) -> sparse.csr_matrix:
-    """The float64 CSR weights, checked (finite, ≥ 0, no self-loop, no edge between images)."""
+def _weights(adata: AnnData, key: str, groups: Groups) -> sparse.csr_matrix:
+    """The stored float64 CSR weights, checked (finite, ≥ 0, no self-loop, no edge between images)."""
     w = get_graph(adata, key).astype(np.float64)
     w.sum_duplicates()
     if not np.isfinite(w.data).all() or (w.data < 0).any():
@@ -218,45 +122,38 @@ def _weights(adata: AnnData, key: str, groups: Groups, transformation: bool) -> 
                 "statistic uses its own cells only. Build the graph per image, e.g. "
                 "spatialpath.gr.knn_graph(adata, library_key=...)"
             )
-    if transformation:  # row-normalise as squidpy (sklearn l1 normalize): rows summing to 0 stay 0
-        r = np.asarray(w.sum(axis=1)).ravel()
-        w.data /= np.repeat(np.where(r > 0, r, 1.0), np.diff(w.indptr))
     return w
 
 
-def _graph_moments(w: sparse.csr_matrix, groups: Groups) -> tuple[np.ndarray, ...]:
-    """``S0``, ``S1``, ``S2`` per image ``(G, 1)`` and ``d_i = w_i· + w_·i`` per cell."""
-    rows = _row_moments(w.indptr, w.indices, w.data)
-    d = rows[:, 0] + np.bincount(w.indices, weights=w.data, minlength=w.shape[0])
-    per_cell = np.column_stack([rows, d * d])
-    s0, s1, s2 = _column_sums(per_cell, groups.codes, groups.n, _n_blocks(len(d), groups.n, 3))[0].T
-    return s0[:, None], s1[:, None], s2[:, None], d
+def _permute(out, cols, x, images, valid, groups: Groups, mode, alternative, n_perms, seed, progress) -> None:
+    """Fill ``out[k][g, cols]`` with each image's permutation mean, variance, p and observed value.
 
-
-def _variances(mode: str, n, s0, s1, s2, b2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Expectation, normality and randomisation variances (Cliff & Ord; Geary's Var_R as esda)."""
-    n2, s02 = n * n, s0 * s0
-    if mode == "moran":
-        e = -1.0 / (n - 1)
-        var_n = (n2 * s1 - n * s2 + 3 * s02) / ((n2 - 1) * s02) - e * e
-        num = n * ((n2 - 3 * n + 3) * s1 - n * s2 + 3 * s02) - b2 * ((n2 - n) * s1 - 2 * n * s2 + 6 * s02)
-        return e, var_n, num / ((n - 1) * (n - 2) * (n - 3) * s02) - e * e
-    var_n = ((2 * s1 + s2) * (n - 1) - 4 * s02) / (2 * (n + 1) * s02)
-    a = (n - 1) * s1 * (n2 - 3 * n + 3 - (n - 1) * b2)
-    b = 0.25 * (n - 1) * s2 * (n2 + 3 * n - 6 - (n2 - n + 2) * b2)
-    c = s02 * (n2 - 3 - (n - 1) ** 2 * b2)
-    return np.ones_like(n), var_n, (a - b + c) / (n * (n - 2) * (n - 3) * s02)
-
-
-def _normal_p(z: np.ndarray, alternative: str) -> np.ndarray:
-    """Normal p-value of z for the alternative (NaN stays NaN)."""
-    greater, less = special.ndtr(-z), special.ndtr(z)
-    return {"greater": greater, "less": less}.get(alternative, np.minimum(1.0, 2 * np.minimum(greater, less)))
-
-
-def _zscore(stat: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(var > 0, (stat - mean) / np.sqrt(np.maximum(var, 0.0)), np.nan)
+    Each image runs its own permutation test, seeded by :func:`~spatialpath.gr._utils.image_seed`
+    and computed from the image's own values and weights only (``kern.image_graphs``); labels are
+    cell indices, so permuting them permutes the values over the image's cells.
+    """
+    for g, (image, (rows, w)) in enumerate(zip(groups.names, images, strict=True)):
+        if not valid[g].any():
+            continue
+        z = x[rows].astype(np.float64)
+        z -= z.mean(axis=0)
+        n_g, s0, m2 = len(rows), w.data.sum(), (z * z).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = n_g / (s0 * m2) if mode == "moran" else (n_g - 1) / (2 * s0 * m2)
+        one = Groups([image], np.zeros(n_g, np.int32), np.arange(n_g), np.array([0, n_g]))
+        labels = np.arange(n_g, dtype=np.int32 if n_g < 2**31 else np.int64)
+        args = (w.indptr, w.indices, w.data, one.codes, z, np.where(valid[g], scale, 0.0), mode == "geary")
+        res = permutation_test(
+            kern.perm_kernel, labels, one, args, z.shape[1], n_perms=n_perms, seed=image_seed(seed, image),
+            tolerance=TIE_TOLERANCE, progress=progress, desc=f"spatial_autocorr {mode} {image}",
+        )  # fmt: skip
+        for k, v in {
+            "mean": res.mean,
+            "var": res.var,
+            "p": res.pvalue(alternative),
+            "obs": res.observed,
+        }.items():
+            out[k][g, cols] = np.where(valid[g], v, np.nan)
 
 
 def _check_args(mode: str, attr: str, alternative: str, n_perms: int | None, groups: Groups, lib) -> None:
@@ -331,14 +228,18 @@ def spatial_autocorr(
         Row-normalise W (rows divided by their sum; empty rows stay 0), as squidpy's ``True`` and
         pysal's ``"R"``; ``False`` uses the stored weights. W is float64 (squidpy keeps float32).
     n_perms
-        Permutations of the values within each image; ``None`` for analytic p-values only.
+        Permutations of the values within each image; ``None`` for analytic p-values only. Each
+        image is permuted on its own, its cells in ``obs_names`` order: its permutation columns
+        depend on its own cells, values and edges and on ``(seed, image id)`` only, never on the
+        other images in the call nor on the order of the AnnData's rows.
     alternative
         ``"greater"`` (statistic above its expectation), ``"less"`` or ``"two-sided"`` (twice the
         smaller one-sided p, capped at 1: ``pval_norm`` is then squidpy's with ``two_tailed=True``;
         squidpy's default is the smaller one-sided p). Positive autocorrelation is ``"greater"``
         for Moran and ``"less"`` for Geary.
     seed
-        Seed of the permutations; results do not depend on the number of threads.
+        Seed of the permutations (image ``g`` uses ``image_seed(seed, g)``); results do not depend
+        on the number of threads.
     copy
         Return the table instead of writing ``adata.uns``.
     progress
@@ -395,8 +296,11 @@ def spatial_autocorr(
     _check_args(mode, attr, alternative, n_perms, groups, library_key)
     values, idx, names = _features(adata, features, layer, attr)
     key = connectivity_obsp_key(connectivity_key)
-    w = _weights(adata, key, groups, transformation)
-    s0, s1, s2, d = _graph_moments(w, groups)
+    w = raw = _weights(adata, key, groups)
+    if transformation:  # keep the stored weights for the per-image permutations
+        w = kern.row_normalise(raw.copy() if n_perms else raw)
+    images = kern.image_graphs(adata, raw, groups, transformation) if n_perms else []
+    s0, s1, s2, d = kern.graph_moments(w, groups)
     if (s0 <= 0).any():
         empty = [g for g, s in zip(groups.names, s0[:, 0], strict=True) if s <= 0]
         warnings.warn(f"images {empty[:5]} have no edges in adata.obsp[{key!r}]: their statistics are NaN",
@@ -409,21 +313,13 @@ def spatial_autocorr(
     for start in range(0, len(names), step):
         cols = slice(start, min(len(names), start + step))
         x = _block(values, idx, cols)
-        (out["stat"][:, cols], out["m2"][:, cols], out["m4"][:, cols], valid, scale,
-         means) = _chunk(x, names[cols], w, d, groups, sizes, s0, mode)  # fmt: skip
-        if n_perms:  # labels are cell indices: permuting them permutes the values within each image
-            labels = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
-            args = (w.indptr, w.indices, w.data, groups.codes, x - means[groups.codes], scale.ravel(),
-                    mode == "geary")  # fmt: skip
-            res = permutation_test(
-                _perm_kernel, labels, groups, args, scale.size, n_perms=int(n_perms), seed=seed,
-                tolerance=TIE_TOLERANCE, progress=progress, desc=f"spatial_autocorr {mode}",
-            )  # fmt: skip
-            perm = {"mean": res.mean, "var": res.var, "p": res.pvalue(alternative), "obs": res.observed}
-            for k, v in perm.items():
-                out[k][:, cols] = np.where(valid, v.reshape(valid.shape), np.nan)
+        out["stat"][:, cols], out["m2"][:, cols], out["m4"][:, cols], valid = _chunk(
+            x, names[cols], w, d, groups, sizes, s0, mode
+        )
+        if n_perms:
+            _permute(out, cols, x, images, valid, groups, mode, alternative, int(n_perms), seed, progress)
     with np.errstate(divide="ignore", invalid="ignore"):
-        moments = _variances(mode, sizes, s0, s1, s2, sizes * out["m4"] / out["m2"] ** 2)
+        moments = kern.variances(mode, sizes, s0, s1, s2, sizes * out["m4"] / out["m2"] ** 2)
     df = _table(_columns(mode, out, *moments, s0, groups, alternative, n_perms), names, groups, library_key,
                 mode)  # fmt: skip
     df.attrs["params"] = {"mode": mode, "alternative": alternative, "n_perms": n_perms, "seed": int(seed),
@@ -437,9 +333,9 @@ def spatial_autocorr(
 
 
 def _chunk(x: np.ndarray, names: list[str], w, d, groups: Groups, sizes, s0, mode: str) -> tuple:
-    """Statistic, Σ z², Σ z⁴, validity, the permutation kernel's scale and the means of one chunk."""
-    nb = _n_blocks(x.shape[0], groups.n, x.shape[1])
-    sums, top, bad = _column_sums(x, groups.codes, groups.n, nb)
+    """Statistic, Σ z², Σ z⁴ and validity ``(G, F)`` of one chunk of features."""
+    nb = kern.block_count(x.shape[0], groups.n, x.shape[1])
+    sums, top, bad = kern.column_sums(x, groups.codes, groups.n, nb)
     if bad.any():
         which = [names[b] for b in np.flatnonzero(bad.sum(axis=0))]
         raise DataModelError(
@@ -447,14 +343,14 @@ def _chunk(x: np.ndarray, names: list[str], w, d, groups: Groups, sizes, s0, mod
             "impute them or drop those cells or features first"
         )
     means = sums / sizes
-    cross, m2, m4, dz = _cross_sums(x, means, groups.codes, d, w.indptr, w.indices, w.data, nb)
+    cross, m2, m4, dz = kern.cross_sums(x, means, groups.codes, d, w.indptr, w.indices, w.data, nb)
     valid = (m2 > CONSTANT_RTOL * sizes * top.max(axis=0) ** 2) & (s0 > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         if mode == "moran":
             scale, num = np.where(valid, sizes / (s0 * m2), 0.0), cross
         else:  # Σ w_ij (z_i − z_j)² = Σ_i (w_i· + w_·i) z_i² − 2 Σ w_ij z_i z_j
             scale, num = np.where(valid, (sizes - 1) / (2 * s0 * m2), 0.0), dz - 2 * cross
-    return np.where(valid, num * scale, np.nan), m2, m4, valid, scale, means
+    return np.where(valid, num * scale, np.nan), m2, m4, valid
 
 
 def _columns(mode, out, expected, var_norm, var_rand, s0, groups, alternative, n_perms) -> dict:
@@ -462,13 +358,13 @@ def _columns(mode, out, expected, var_norm, var_rand, s0, groups, alternative, n
     stat = out["stat"]
     var_norm = np.where(s0 > 0, np.broadcast_to(var_norm, stat.shape), np.nan)
     var_rand = np.where(np.isfinite(stat), np.maximum(var_rand, 0.0), np.nan)
-    z_norm, z_rand = _zscore(stat, expected, var_norm), _zscore(stat, expected, var_rand)
-    z_sim = _zscore(out["obs"], out["mean"], out["var"])
-    cols = {_STAT[mode]: stat, "pval_norm": _normal_p(z_norm, alternative), "var_norm": var_norm}
+    z_norm, z_rand = kern.zscore(stat, expected, var_norm), kern.zscore(stat, expected, var_rand)
+    z_sim = kern.zscore(out["obs"], out["mean"], out["var"])
+    cols = {_STAT[mode]: stat, "pval_norm": kern.normal_p(z_norm, alternative), "var_norm": var_norm}
     if n_perms:
-        cols |= {"pval_z_sim": _normal_p(z_sim, alternative), "pval_sim": out["p"], "var_sim": out["var"]}
+        cols |= {"pval_z_sim": kern.normal_p(z_sim, alternative), "pval_sim": out["p"], "var_sim": out["var"]}
     cols |= {"expected": np.broadcast_to(expected, stat.shape), "z_norm": z_norm, "var_rand": var_rand,
-             "z_rand": z_rand, "pval_rand": _normal_p(z_rand, alternative)}  # fmt: skip
+             "z_rand": z_rand, "pval_rand": kern.normal_p(z_rand, alternative)}  # fmt: skip
     if n_perms:
         cols["z_sim"] = z_sim
     cols["n_cells"] = np.broadcast_to(groups.sizes()[:, None], stat.shape)

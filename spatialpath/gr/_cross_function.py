@@ -18,7 +18,6 @@ distance of cell ``i`` to the boundary of ``W``:
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -30,7 +29,15 @@ from spatialpath.gr import _pp_kernels as kern
 from spatialpath.gr._cross_prepare import check_r, csr_samples, default_r_max, kernel_args, support
 from spatialpath.gr._cross_result import CrossFunctionResult
 from spatialpath.gr._permutation import permutation_test
-from spatialpath.gr._utils import Groups, check_coordinates, default_library_key, image_groups, label_codes
+from spatialpath.gr._utils import (
+    Groups,
+    check_coordinates,
+    default_library_key,
+    image_groups,
+    image_seed,
+    label_codes,
+)
+from spatialpath.gr._utils import image_seed as _image_seed  # noqa: F401  (the former private name)
 from spatialpath.gr._window import Window, WindowLike, make_window
 from spatialpath.keys import Key
 from spatialpath.model import DataModelError
@@ -63,12 +70,6 @@ def _types(value: str | Sequence[str] | None, cats: list[str], name: str) -> lis
             f"{name}={value!r}: unknown cell type(s) {missing}; the categories are {cats[:20]}"
         )
     return values
-
-
-def _image_seed(seed: int, image: str) -> int:
-    """A seed from (seed, image id): adding or reordering images changes no other image's result."""
-    ss = np.random.SeedSequence([int(seed), zlib.crc32(image.encode())])
-    return int(ss.generate_state(1, np.uint32)[0])
 
 
 def _window_for(
@@ -255,7 +256,7 @@ def cross_function(
         n_per = np.bincount(codes, minlength=n_types)
         n_a[g] = [n_per[cats.index(x)] for x, _ in pairs]
         n_b[g] = [n_per[cats.index(y)] for _, y in pairs]
-        seed_g = _image_seed(seed, image)
+        seed_g = image_seed(seed, image)
         desc = f"{kind} {image}"
         if null == "random_labelling":
             one = Groups(

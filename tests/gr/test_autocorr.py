@@ -218,22 +218,32 @@ def test_planted_gradient_and_checkerboard():
 # --- images, sources of values, invariances -----------------------------------------------------------
 
 
-def test_images_interleaved_equal_each_alone():
+@pytest.mark.parametrize("mode", ["moran", "geary"])
+def test_images_interleaved_equal_each_alone(mode):
+    """Analytic columns to rounding; permutation columns identical (per-image seed, obs_names order)."""
     tissues = [simulate_tissue(seed=s, n_cells=n, image_id=f"img{s}").adata for s, n in [(1, 700), (2, 500)]]
     both = ad.concat(tissues)
     order = np.argsort(np.concatenate([np.arange(700) * 2, np.arange(500) * 2 + 1]), kind="stable")
     both = both[order].copy()  # rows of the two images interleaved
     both.obs["roi"] = both.obs["image_id"]
     knn_graph(both, library_key="roi")
-    table = spatial_autocorr(both, library_key="roi", copy=True)
-    assert table.columns[:3].tolist() == ["roi", "feature", "I"]
+    kw = {"n_perms": 99, "seed": 3, "progress": False, "copy": True}
+    table = spatial_autocorr(both, mode, library_key="roi", **kw)
+    shuffled = both[np.random.default_rng(0).permutation(both.n_obs)].copy()  # rows in another order
+    knn_graph(shuffled, library_key="roi")
+    table2 = spatial_autocorr(shuffled, mode, library_key="roi", **kw)
+    assert table.columns[:3].tolist() == ["roi", "feature", STAT[mode]]
+    perm = ["pval_sim", "pval_z_sim", "var_sim", "z_sim", "pval_sim_fdr_bh"]
     for t in tissues:
         knn_graph(t)
-        alone = spatial_autocorr(t, copy=True)
-        part = table[table["roi"] == t.obs["image_id"].iloc[0]].set_index("feature")
-        assert part.index.tolist() == alone.index.tolist()
-        pd.testing.assert_frame_equal(part[["I", *ANALYTIC]], alone[["I", *ANALYTIC]], rtol=1e-10,
-                                      check_names=False)  # fmt: skip
+        alone = spatial_autocorr(t, mode, **kw)
+        for tab in (table, table2):
+            part = tab[tab["roi"] == t.obs["image_id"].iloc[0]].set_index("feature")
+            assert part.index.tolist() == alone.index.tolist()
+            cols = [STAT[mode], *ANALYTIC]
+            pd.testing.assert_frame_equal(part[cols], alone[cols], rtol=1e-10, check_names=False)
+            pd.testing.assert_frame_equal(part[perm], alone[perm], check_exact=True, check_names=False)
+        assert alone["pval_sim"].min() < 0.05 < alone["pval_sim"].max()  # the comparison is not vacuous
 
 
 def test_value_sources_agree(tissue):

@@ -250,7 +250,7 @@ def test_random_labelling_tests_are_calibrated():
         ad = _cells(n=300, seed=10_000 + rep)
         res = cross_function(ad, "cell_type", "L", "A", "B", r=r, window=win, n_perms=99, seed=rep,
                              copy=True, progress=False)  # fmt: skip
-        pointwise.append(res.pointwise_p[0, 0, 6])  # r = 30 µm
+        pointwise.append(res.pointwise_p[0, 0, 10])  # r = 50 µm
         global_.append(res.global_p[0, 0])
     rate_pw, rate_gl = np.mean(np.array(pointwise) <= 0.05), np.mean(np.array(global_) <= 0.05)
     assert 0.03 <= rate_pw <= 0.07, rate_pw
