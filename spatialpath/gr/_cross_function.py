@@ -229,7 +229,10 @@ def cross_function(
             )
         prepared.append((image, rows[inside], win, int((~inside).sum())))
     if r_arr is None:
-        rm = r_max or min(default_r_max(w, len(rw)) for _, rw, w, _ in prepared)
+        rm = r_max
+        if rm is None:  # the default never exceeds what the correction supports
+            rm = min(default_r_max(w, len(rw)) for _, rw, w, _ in prepared)
+            rm = min([rm] + [0.99 * support(w, corr, rm) for _, _, w, _ in prepared])
         r_arr = np.linspace(0.0, rm, DEFAULT_N_R)
     n_types, m = len(cats), len(r_arr)
     stat, mode = _STAT[kind], _MODE[corr]

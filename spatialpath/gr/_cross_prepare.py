@@ -51,6 +51,8 @@ def kernel_args(xy, codes, win, r, stat, mode, n_types, reach, need_f):
     grid = build_grid(xy, bd, r, reach)
     if mode == kern.TRANSLATION and stat in (kern.STAT_K, kern.STAT_G_PCF):
         tw, radius = win.covariogram(reach)
+        # g reaches a kernel half-width beyond r_max: offsets the window cannot hold weigh nothing there
+        tw = np.where(np.isfinite(tw), tw, 0.0)
     else:
         tw, radius = np.ones((1, 1)), 0
     n_per = np.bincount(codes, minlength=n_types).astype(float)

@@ -270,3 +270,18 @@ def test_univariate_l_is_plotted_by_squidpy():
     np.testing.assert_array_equal(rip["L_stat"].query("cell_type == 'A'")["stats"].to_numpy(), obs_a)
     sq.pl.ripley(ad, cluster_key="cell_type", mode="L")
     plt.close("all")
+
+
+def test_default_distances_stay_within_the_border_support():
+    # an L of 20 µm wide arms: a quarter of its bounding box's shorter side (15 µm) exceeds its inscribed
+    # radius, the circle in the corner touching both outer sides and the inner corner: 20√2/(1 + √2) µm
+    strip = shapely.box(0, 0, 400, 20).union(shapely.box(0, 0, 20, 60))
+    rng = np.random.default_rng(3)
+    xy = np.array([p for p in rng.uniform(0, 400, (4000, 2)) * [1, 0.15] if strip.contains(shapely.Point(p))])
+    ad = _cells(xy=xy, seed=3)
+    res = cross_function(ad, "cell_type", "G", "A", "B", window=strip, null=None, copy=True, progress=False)
+    inscribed = 20 * np.sqrt(2) / (1 + np.sqrt(2))  # 11.72 µm
+    assert res.r[-1] <= inscribed
+    assert res.r[-1] > 0.95 * inscribed
+    # defined where focal cells lie that far inside (the arm tips are sparse: NaN near the inscribed radius)
+    assert np.all(np.isfinite(res.observed[0, 0, 1:30]))
