@@ -10,6 +10,7 @@ from spatialpath.datasets._profiles import (
     density_table,
     profile_table,
 )
+from spatialpath.datasets._regions import simulation_regions
 from spatialpath.datasets._simulate import SimulatedTissue, simulate_tissue
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "profile_table",
     "simulate_cohort",
     "simulate_tissue",
+    "simulation_regions",
 ]
