@@ -20,13 +20,27 @@ from typing import TYPE_CHECKING, Any
 from spatialpath._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spatialpath import datasets, export, gr, io, keys, model, pl, provenance, regions
+    from spatialpath import datasets, export, gr, io, keys, metrics, model, pl, provenance, regions
 
-__all__ = ["__version__", "datasets", "export", "gr", "io", "keys", "model", "pl", "provenance", "regions"]
+__all__ = [
+    "__version__",
+    "datasets",
+    "export",
+    "gr",
+    "io",
+    "keys",
+    "metrics",
+    "model",
+    "pl",
+    "provenance",
+    "regions",
+]
 
-#: subpackages and modules loaded lazily on attribute access (later: metrics, align, pipeline;
+#: subpackages and modules loaded lazily on attribute access (later: align, pipeline;
 #: napari is reached only through its own entry point, never from here).
-_LAZY = frozenset({"datasets", "export", "gr", "io", "keys", "model", "pl", "provenance", "regions"})
+_LAZY = frozenset(
+    {"datasets", "export", "gr", "io", "keys", "metrics", "model", "pl", "provenance", "regions"}
+)
 
 
 def __getattr__(name: str) -> Any:
