@@ -44,6 +44,6 @@ def simulation_regions(adata: AnnData, compartments: Sequence[str] = DEFAULT_COM
             raise DataModelError(f"no compartment {missing} in the simulation; it has {sorted(wkt)}")
         for comp in compartments:
             names.append(comp)
-            geoms.append(shapely.from_wkt(wkt[comp]))
+            geoms.append(shapely.from_wkt(wkt[comp]))  # valid: the simulator writes repaired, snapped WKT
             ids.append(str(image))
     return make_regions(names, geoms, image_id=ids, meta={"source": "spatialpath.datasets simulation truth"})

@@ -70,6 +70,15 @@ def _zone_of(xy: np.ndarray, geom: Geometry) -> np.ndarray:
     return code
 
 
+def _valid_wkt(geom) -> str:
+    """WKT of the polygonal part of ``geom``, repaired and snapped to a 1e-6 µm grid (parses back valid)."""
+    geom = shapely.make_valid(geom)
+    if geom.geom_type not in ("Polygon", "MultiPolygon"):
+        parts = shapely.get_parts(geom)
+        geom = shapely.union_all([g for g in parts if g.geom_type in ("Polygon", "MultiPolygon")])
+    return shapely.to_wkt(shapely.set_precision(geom, 1e-6), rounding_precision=6)
+
+
 def simulate_tissue(
     seed: int | np.random.SeedSequence = 0,
     *,
@@ -265,7 +274,7 @@ def simulate_tissue(
         "n_aggregates": geom.n_aggregates,
         "margin_width_um": float(margin_width_um),
         "aggregate_radius_um": float(aggregate_radius_um),
-        "regions_wkt": {k: shapely.to_wkt(v, rounding_precision=6) for k, v in regions_wkt.items()},
+        "regions_wkt": {k: _valid_wkt(v) for k, v in regions_wkt.items()},
         "profiles": P.profile_table(),
         "expression_sd_log": _EXPRESSION_SD_LOG,
         "background": BACKGROUND,

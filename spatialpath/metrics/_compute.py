@@ -14,7 +14,8 @@ from spatialpath.keys import Key
 from spatialpath.metrics._image import TISSUE, ImageData
 from spatialpath.metrics._registry import COLUMNS, REGISTRY, Metric, canonical_parameters, get_metric
 from spatialpath.model import DataModelError, validate_categorical
-from spatialpath.regions._membership import cell_membership, check_regions, compartment_areas
+from spatialpath.regions._membership import cell_membership, compartment_areas
+from spatialpath.regions._validate import validate_regions
 
 __all__ = ["compute", "default_metrics"]
 
@@ -73,6 +74,37 @@ def _with_tissue(regions) -> Any:
         out = pd.concat([out, gpd.GeoDataFrame(extra, geometry="geometry")], ignore_index=True)
         out = gpd.GeoDataFrame(out, geometry="geometry")
     return out
+
+
+def _check_units(regions, adata: AnnData, library_key: str | None) -> None:
+    """Refuse regions in pixels over cells in µm: regions far larger than the cells, cells in a corner.
+
+    (Regions smaller than the cells' extent are legitimate, e.g. a tumour annotation, so only this
+    direction, the one of QuPath pixel exports with pixels under 1 µm, is refused here;
+    :func:`spatialpath.regions.validate_regions` checks both directions on request.)
+    """
+    xy = np.asarray(adata.obsm[Key.obsm.spatial], float)[:, :2]
+    per_image = library_key is not None and Key.obs.image_id in regions.columns
+    labels = adata.obs[library_key].astype(str).to_numpy() if per_image else None
+    groups = regions.groupby(regions[Key.obs.image_id].astype(str)) if per_image else [(None, regions)]
+    for image, sub in groups:
+        cells = xy if labels is None else xy[labels == image]
+        if len(cells) < 2:
+            continue
+        x0, y0, x1, y1 = sub.total_bounds
+        ratio = max(x1 - x0, y1 - y0) / max(np.ptp(cells[:, 0]), np.ptp(cells[:, 1]), 1e-12)
+        inside = np.mean(
+            (cells[:, 0] >= x0) & (cells[:, 0] <= x1) & (cells[:, 1] >= y0) & (cells[:, 1] <= y1)
+        )
+        corner = np.mean((cells[:, 0] <= x0 + (x1 - x0) / ratio) & (cells[:, 1] <= y0 + (y1 - y0) / ratio))
+        if ratio > 1.5 and corner > 0.9 and inside > 0.9:
+            where = "" if image is None else f" of image {image!r}"
+            raise DataModelError(
+                f"the regions{where} span {ratio:.3g}× the cells' extent and the cells sit in their low "
+                "corner: "
+                "the regions are probably in pixels while obsm['spatial'] is in µm; read them with "
+                "spatialpath.regions.read_geojson(path, pixel_size_um=...) or scale them by the pixel size"
+            )
 
 
 def compute(
@@ -161,7 +193,8 @@ def compute(
             f"adata.obs[{library_key!r}] is missing: it names each cell's image; pass library_key=None "
             "for a single image"
         )
-    check_regions(regions)
+    validate_regions(regions)  # schema, valid polygons of positive area
+    _check_units(regions, adata, library_key)
     images = (
         ["all"] if library_key is None else [str(c) for c in pd.unique(adata.obs[library_key].astype(str))]
     )

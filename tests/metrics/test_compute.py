@@ -202,3 +202,16 @@ def test_cross_auc_error_names_the_metric():
         DataModelError, match=r"metric 'g_cross_auc', image 'image': correction 'bogus' is not"
     ):
         spm.g_cross_auc(img, correction="bogus")
+
+
+def test_regions_in_pixels_over_cells_in_um_are_refused():
+    from spatialpath.datasets import simulate_cohort, simulation_regions
+
+    adata = simulate_cohort(n_patients=1, n_cells=1500, seed=2, progress=False)
+    regions = simulation_regions(adata)
+    assert regions.is_valid.all()  # the simulator writes repaired, snapped WKT
+    spm.compute(adata, regions, metrics=["density"])  # µm over µm: fine
+    pixels = regions.copy()
+    pixels["geometry"] = pixels.geometry.scale(1 / 0.377, 1 / 0.377, origin=(0, 0))  # a QuPath export in px
+    with pytest.raises(DataModelError, match=r"probably in pixels.*pixel_size_um"):
+        spm.compute(adata, pixels, metrics=["density"])
