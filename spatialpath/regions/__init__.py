@@ -8,6 +8,7 @@ from spatialpath.regions._mask import from_mask, pixel_edge_polygon
 from spatialpath.regions._membership import REGION_COLUMNS, cell_membership, check_regions, compartment_areas
 from spatialpath.regions._napari import from_napari_shapes, to_napari_shapes
 from spatialpath.regions._schema import (
+    FRAME,
     MARGIN,
     MARGIN_INNER,
     MARGIN_OUTER,
@@ -23,6 +24,7 @@ from spatialpath.regions._validate import validate_regions
 
 __all__ = [
     "DEFAULT_PRIORITY",
+    "FRAME",
     "IMMUNOSCORE_WIDTH_UM",
     "MARGIN",
     "MARGIN_INNER",

@@ -1,6 +1,7 @@
 """Each cell's signed distance (µm) to the tumour border: negative inside the tumour.
 
-The border is the tumour boundary minus the image frame (see :func:`tumour_border`). Two methods
+The border is the tumour boundary minus the image frame of the cell's image (see
+:func:`tumour_border`; the frame comes from the regions' ``frame`` column). Two methods
 give the same distance (to the pixel-edge boundary, within half a raster pixel):
 
 - ``"polygon"``: exact Euclidean distance from each cell to the border line, through an STRtree
@@ -114,7 +115,8 @@ def signed_distance(
         bounding box cut in about 4 million pixels.
     frame
         Image frame(s), as in :func:`margin_bands`: border parts on it are ignored. Default: the
-        frame recorded by :func:`from_mask`.
+        ``frame`` column of the image's rows (:func:`from_mask`; it survives ``pd.concat`` of
+        per-image tables), else the frame recorded in ``attrs``.
     key_added
         ``obs`` column written (None: only return).
     library_key

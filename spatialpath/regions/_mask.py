@@ -94,10 +94,12 @@ def from_mask(
 
     Returns
     -------
-    GeoDataFrame with ``compartment`` and ``geometry`` (+ ``image_id``), rows in increasing class
-    value; ``attrs["spatialpath"]`` records the source, pixel size, origin, mask shape, pixel counts
-    and the frame (the mask's extent, used by :func:`signed_distance` so that the image edge is not
-    taken for a tissue border).
+    GeoDataFrame with ``compartment``, ``frame`` and ``geometry`` (+ ``image_id``), rows in
+    increasing class value. ``frame`` is the mask's extent (WKT polygon, µm) on every row, used by
+    :func:`signed_distance` and :func:`margin_bands` so that the image edge is not taken for a
+    tumour border; being a column it survives ``pd.concat`` of the tables of several images.
+    ``attrs["spatialpath"]`` records the source, pixel size, origin, mask shape, pixel counts and
+    the frame (``frame_um``; ``attrs`` are lost by ``pd.concat``).
 
     Examples
     --------
@@ -148,4 +150,4 @@ def from_mask(
         "pixel_counts": dict(zip(comps, [n for _, n in keep], strict=True)),
         "frame_um": {str(image_id) if image_id is not None else "": frame},
     }
-    return make_regions(comps, geoms, image_id=image_id, meta=meta)
+    return make_regions(comps, geoms, image_id=image_id, meta=meta, frame=frame)

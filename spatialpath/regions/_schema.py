@@ -2,8 +2,11 @@
 
 A regions table is a :class:`geopandas.GeoDataFrame` with one row per (image, compartment):
 ``image_id`` (optional for a single image), ``compartment`` and ``geometry`` (Polygon or
-MultiPolygon in µm, the cells' frame; see :mod:`spatialpath.regions._membership`). How a table was
-made (pixel size, parameters, the image frame) is recorded in ``regions.attrs["spatialpath"]``.
+MultiPolygon in µm, the cells' frame; see :mod:`spatialpath.regions._membership`), and optionally
+``frame``: the image frame (the field of view, WKT polygon in µm) of the row's image. The frame is
+kept per row because ``pd.concat`` of per-image tables drops ``attrs``; without it the image edge
+would be taken for a tumour border. How a table was made (pixel size, parameters, the image frame)
+is also recorded in ``regions.attrs["spatialpath"]``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from typing import Any, Final
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 
 from spatialpath.keys import Key
+from spatialpath.model import DataModelError
 
 __all__ = [
+    "FRAME",
     "MARGIN",
     "MARGIN_INNER",
     "MARGIN_OUTER",
@@ -26,6 +32,8 @@ __all__ = [
     "TISSUE",
     "TUMOUR",
     "TUMOUR_CORE",
+    "frame_geometry",
+    "frame_wkt",
     "make_regions",
     "region_meta",
 ]
@@ -46,6 +54,53 @@ MARGIN: Final = "margin"
 TUMOUR_CORE: Final = "tumour_core"
 #: label of cells in no compartment (:func:`assign_cells`).
 OUTSIDE: Final = "outside"
+#: optional column: the image frame of each row (WKT polygon, µm), kept through ``pd.concat``.
+FRAME: Final = "frame"
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (str, shapely.Geometry)):
+        return value == "" if isinstance(value, str) else bool(value.is_empty)
+    return bool(np.ndim(value) == 0 and pd.isna(value))
+
+
+def frame_geometry(value: Any) -> Any:
+    """An image frame as a polygon: from a polygon, WKT, or box bounds ``(x0, y0, x1, y1)`` µm.
+
+    None (or NaN, an empty string or geometry) gives None.
+
+    Examples
+    --------
+    >>> frame_geometry((0, 0, 2, 1)).area, frame_geometry("POLYGON ((0 0, 1 0, 1 1, 0 0))").area
+    (2.0, 0.5)
+    """
+    if _missing(value):
+        return None
+    if isinstance(value, shapely.Geometry):
+        geom = value
+    elif isinstance(value, str):
+        try:
+            geom = shapely.from_wkt(value)
+        except shapely.errors.GEOSException as err:
+            raise DataModelError(f"image frame {value[:80]!r} is not a WKT polygon ({err})") from None
+    else:
+        bounds = [float(v) for v in np.ravel(value)]
+        if len(bounds) != 4:
+            raise DataModelError(
+                f"an image frame is a polygon or box bounds (x0, y0, x1, y1) µm, got {value!r}"
+            )
+        geom = shapely.box(*bounds)
+    if geom.geom_type not in {"Polygon", "MultiPolygon"} or not geom.area > 0:
+        raise DataModelError(f"an image frame must be a polygon of positive area (µm), got {geom.wkt[:80]}")
+    return geom
+
+
+def frame_wkt(value: Any) -> str | None:
+    """An image frame (see :func:`frame_geometry`) as full-precision WKT, the ``frame`` column's form."""
+    geom = frame_geometry(value)
+    return None if geom is None else shapely.to_wkt(geom, rounding_precision=-1)
 
 
 def make_regions(
@@ -54,6 +109,7 @@ def make_regions(
     *,
     image_id: str | Sequence[str] | None = None,
     meta: Mapping[str, Any] | None = None,
+    frame: Any = None,
 ) -> gpd.GeoDataFrame:
     """Build a regions table from compartment names and polygons (µm).
 
@@ -65,6 +121,10 @@ def make_regions(
         One id for every row, one per row, or None (single image: no ``image_id`` column).
     meta
         Recorded as ``attrs["spatialpath"]`` (how the regions were made).
+    frame
+        The image frame of every row (box bounds ``(x0, y0, x1, y1)`` µm, a polygon or WKT): adds
+        the :data:`FRAME` column (WKT), which survives ``pd.concat`` of per-image tables. None: no
+        column.
 
     Examples
     --------
@@ -79,6 +139,8 @@ def make_regions(
         ids = [image_id] * len(geoms) if isinstance(image_id, str) else [str(i) for i in image_id]
         data[Key.obs.image_id] = ids
     data[Key.obs.compartment] = [str(c) for c in compartments]
+    if frame is not None:
+        data[FRAME] = [frame_wkt(frame)] * len(geoms)
     out = gpd.GeoDataFrame(data, geometry=list(geoms) if len(geoms) else gpd.GeoSeries([]))
     out.attrs[Key.uns.spatialpath] = dict(meta or {})
     return out

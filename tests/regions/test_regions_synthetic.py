@@ -217,7 +217,10 @@ def test_margin_bands_of_a_disc(r_tum, inner, outer):
     assert a[MARGIN_INNER] == pytest.approx(np.pi * (r_tum**2 - r_in**2), rel=1e-3)
     assert a[MARGIN_OUTER] == pytest.approx(np.pi * ((r_tum + outer) ** 2 - r_tum**2), rel=1e-3)
     assert a[MARGIN] == pytest.approx(a[MARGIN_INNER] + a[MARGIN_OUTER], rel=1e-9)
-    assert a[TUMOUR_CORE] == pytest.approx(np.pi * r_in**2, rel=1e-3, abs=1.0)
+    if r_in > 0:
+        assert a[TUMOUR_CORE] == pytest.approx(np.pi * r_in**2, rel=1e-3)
+    else:  # the inner band takes the whole tumour: no zero-area core row
+        assert TUMOUR_CORE not in a.index
     assert reg.attrs["spatialpath"]["margin_bands"]["widths_um"] == [inner, outer]
 
 
@@ -271,3 +274,153 @@ def test_signed_distance_disc_both_methods_and_images():
     assert "d" in a.obs
     with pytest.raises(DataModelError, match="no 'epithelium' compartment"):
         signed_distance(a, reg, tumour="epithelium")
+
+
+# --- the image frame survives pd.concat of per-image tables (a "frame" column per row) ---
+
+
+def _half_tumour_mask(n=100):
+    """Tumour in the left half (cut by three frame edges), stroma in the right half."""
+    m = np.full((n, n), 2, np.int32)
+    m[:, : n // 2] = 1
+    return m
+
+
+def test_concatenated_from_mask_tables_keep_each_image_frame():
+    import pandas as pd
+
+    m = _half_tumour_mask()
+    cats = {1: "tumour", 2: "stroma"}
+    r_a = from_mask(m, pixel_size_um=1.0, categories=cats, image_id="A")
+    r_b = from_mask(m, pixel_size_um=1.0, origin_um=(1000.0, 0.0), categories=cats, image_id="B")
+    both = pd.concat([r_a, r_b], ignore_index=True)
+    assert both.attrs == {}  # pandas drops differing attrs: the frame must not live there only
+    # tumour x ∈ [-0.5, 49.5] (A) and [999.5, 1049.5] (B); only x = 49.5 / 1049.5 is a border
+    a = _cells(
+        [[25, 1], [25, 50], [60, 1], [1025, 1], [1025, 50], [1060, 98]], image_id=["A"] * 3 + ["B"] * 3
+    )
+    truth = [-24.5, -24.5, 10.5, -24.5, -24.5, 10.5]
+    np.testing.assert_allclose(signed_distance(a, both, method="polygon", key_added=None), truth)
+    raster = signed_distance(a, both, method="raster", resolution_um=1.0, key_added=None)
+    np.testing.assert_allclose(raster, truth, atol=1e-9)
+    # bands: a 10 µm strip on each side of the one true border, 100 µm long, inside each frame
+    bands = margin_bands(both, widths_um=(10, 10))
+    for image, x0 in (("A", -0.5), ("B", 999.5)):
+        sub = bands[bands["image_id"] == image].set_index("compartment")
+        assert sub.area[MARGIN_INNER] == pytest.approx(10 * 100)
+        assert sub.area[MARGIN_OUTER] == pytest.approx(10 * 100)
+        assert sub.area[MARGIN] == pytest.approx(20 * 100)
+        assert sub.area[TUMOUR_CORE] == pytest.approx(40 * 100)
+        frame = shapely.box(x0, -0.5, x0 + 100, 99.5)
+        assert all(frame.covers(g) for g in sub.geometry)
+        assert sub.geometry[MARGIN_INNER].equals(shapely.box(x0 + 40, -0.5, x0 + 50, 99.5))
+    # the bands' rows carry the frame too: concatenating margin_bands outputs keeps working
+    again = pd.concat([margin_bands(r_a, widths_um=(10, 10)), margin_bands(r_b, widths_um=(10, 10))])
+    np.testing.assert_allclose(signed_distance(a, again, method="polygon", key_added=None), truth)
+    got = again.set_index(["image_id", "compartment"]).area
+    want = bands.set_index(["image_id", "compartment"]).area
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index())
+
+
+def test_concatenated_immunoscore_bands_are_per_image():
+    import pandas as pd
+
+    m = _half_tumour_mask()  # 20 µm pixels: a 2 mm field, tumour x ∈ [-10, 990]
+    cats = {1: "tumour", 2: "stroma"}
+    parts = [
+        from_mask(m, pixel_size_um=20.0, origin_um=(5000.0 * k, 0.0), categories=cats, image_id=str(k))
+        for k in range(2)
+    ]
+    out = immunoscore_bands(pd.concat(parts, ignore_index=True))
+    for k in range(2):
+        a = out[out["image_id"] == str(k)].set_index("compartment").area
+        assert a[MARGIN_INNER] == pytest.approx(500 * 2000)
+        assert a[MARGIN_OUTER] == pytest.approx(500 * 2000)
+        assert a[TUMOUR_CORE] == pytest.approx(500 * 2000)
+
+
+def test_frame_column_of_make_regions_and_conflicting_frames():
+    r = make_regions(["tumour"], [shapely.box(0, 0, 5, 10)], image_id="x", frame=(0, 0, 20, 10))
+    assert shapely.from_wkt(r["frame"].iloc[0]).equals(shapely.box(0, 0, 20, 10))
+    a = _cells([[1, 5]], image_id=["x"])
+    np.testing.assert_allclose(signed_distance(a, r, method="polygon", key_added=None), [-4.0])
+    r.loc[1] = ["x", "stroma", shapely.to_wkt(shapely.box(0, 0, 30, 10)), shapely.box(5, 0, 20, 10)]
+    with pytest.raises(DataModelError, match="different frames"):
+        margin_bands(r, widths_um=(1, 1))
+
+
+# --- no zero-area band rows; images without a tumour get no bands ---
+
+
+def test_small_tumour_immunoscore_has_no_empty_core_row():
+    tumour = shapely.box(1200, 1200, 1800, 1800)  # 0.6 mm across: the inner 500 µm takes it all
+    reg = make_regions(["tissue", "tumour"], [shapely.box(0, 0, 3000, 3000), tumour])
+    out = immunoscore_bands(reg)
+    validate_regions(out)  # no zero-area row
+    a = out.set_index("compartment").area
+    assert TUMOUR_CORE not in a.index
+    assert a[MARGIN_INNER] == pytest.approx(600 * 600)
+    expected_outer = shapely.difference(shapely.buffer(tumour, 500, quad_segs=256), tumour).area
+    assert a[MARGIN_OUTER] == pytest.approx(expected_outer, rel=1e-3)  # 1600² − (4 − π)·500² − 600²
+    assert a[MARGIN_OUTER] == pytest.approx(1600**2 - (4 - np.pi) * 500**2 - 600**2, rel=1e-3)
+    labels = assign_cells(_cells([[1500, 1500], [1000, 1500], [100, 100]]), out)
+    assert labels.tolist() == [MARGIN_INNER, MARGIN_OUTER, "tissue"]
+
+
+@pytest.mark.parametrize(("widths", "absent"), [((0, 100), MARGIN_INNER), ((100, 0), MARGIN_OUTER)])
+def test_zero_width_gives_no_band_row(widths, absent):
+    tumour = shapely.box(400, 400, 600, 600)
+    reg = make_regions(["tissue", "tumour"], [shapely.box(0, 0, 1000, 1000), tumour])
+    out = margin_bands(reg, widths_um=widths)
+    validate_regions(out)
+    a = out.set_index("compartment").area
+    assert absent not in a.index
+    inner, outer = widths
+    if inner == 0:
+        assert a[TUMOUR_CORE] == pytest.approx(200 * 200)
+        ring = shapely.difference(shapely.buffer(tumour, outer, quad_segs=32), tumour).area
+        assert a[MARGIN_OUTER] == pytest.approx(ring)
+        assert a[MARGIN] == pytest.approx(ring)
+    else:
+        assert a[MARGIN_INNER] == pytest.approx(200 * 200)
+        assert TUMOUR_CORE not in a.index
+        assert a[MARGIN] == pytest.approx(200 * 200)
+
+
+def test_image_without_tumour_gets_no_bands_and_is_recorded():
+    boxes = [shapely.box(0, 0, 1000, 1000), shapely.box(0, 0, 500, 1000), shapely.box(500, 0, 1000, 1000)]
+    reg = make_regions(
+        ["tissue", "tumour", "stroma", "tissue", "stroma"],
+        [*boxes, boxes[0], boxes[0]],
+        image_id=["A", "A", "A", "B", "B"],
+    )
+    with pytest.warns(UserWarning, match=r"no 'tumour'.*\['B'\]"):
+        out = margin_bands(reg, widths_um=(50, 50))
+    validate_regions(out)
+    assert out.attrs["spatialpath"]["margin_bands"]["images_without_tumour"] == ["B"]
+    assert out[out["image_id"] == "B"]["compartment"].tolist() == ["tissue", "stroma"]
+    a = out[out["image_id"] == "A"].set_index("compartment").area
+    # no frame: the whole tumour boundary is a border; the outer band is clipped to the tissue
+    assert a[MARGIN_INNER] == pytest.approx(500 * 1000 - 400 * 900)
+    assert a[MARGIN_OUTER] == pytest.approx(50 * 1000)
+    with pytest.raises(DataModelError, match="no 'tumour' compartment"):
+        margin_bands(reg[reg["image_id"] == "B"])
+
+
+def test_outer_band_without_tissue_is_clipped_to_the_other_compartments_and_frame():
+    tumour, stroma = shapely.box(200, 200, 600, 800), shapely.box(600, 200, 900, 800)
+    out = margin_bands(make_regions(["tumour", "stroma"], [tumour, stroma]), widths_um=(100, 100))
+    a = out.set_index("compartment").area
+    assert a[MARGIN_OUTER] == pytest.approx(100 * 600)  # the stroma strip x ∈ [600, 700]
+    ring = shapely.difference(shapely.buffer(tumour, 100, quad_segs=32), tumour)
+    assert a[MARGIN_OUTER] == pytest.approx(shapely.intersection(ring, stroma).area)
+    # tumour only, from a mask: clipped to the frame (the tumour touches its left edge)
+    m = np.zeros((100, 100), np.int32)
+    m[40:60, 0:20] = 1
+    r = from_mask(m, pixel_size_um=1.0, categories={1: "tumour"})
+    band = margin_bands(r, widths_um=(5, 10)).set_index("compartment").geometry[MARGIN_OUTER]
+    frame, tum = shapely.box(-0.5, -0.5, 99.5, 99.5), r.geometry.iloc[0]
+    assert frame.covers(band)
+    expected = shapely.intersection(shapely.difference(shapely.buffer(tum, 10, quad_segs=32), tum), frame)
+    assert band.area == pytest.approx(expected.area)
+    assert band.area == pytest.approx(2 * 20 * 10 + 20 * 10 + 2 * np.pi * 100 / 4, rel=1e-3)
