@@ -17,6 +17,7 @@ from spatialpath.export._schema import ID_COLUMNS, LONG_COLUMNS, METRIC_COLUMNS,
 from spatialpath.export._wide import image_columns, wide_column_map, wide_table
 from spatialpath.keys import Key
 from spatialpath.model import DataModelError
+from spatialpath.regions._schema import TISSUE
 
 __all__ = ["biomarker_table", "build_long", "image_qc", "normalize_samples"]
 
@@ -115,24 +116,42 @@ def _area_mm2(regions: Any, image: str, compartment: str) -> float:
     return float(shapely.union_all(np.asarray(rows.geometry)).area) / 1e6
 
 
+def _tissue_areas(metrics: pd.DataFrame) -> dict[str, float]:
+    """Tissue area (mm²) per image as the metrics engine used it: its ``tissue`` rows' ``area_mm2``."""
+    rows = metrics[metrics["compartment"].astype(str) == TISSUE]
+    areas = pd.to_numeric(rows["area_mm2"], errors="coerce").groupby(rows[_IMG].astype(str)).max()
+    return {str(k): float(v) for k, v in areas.items() if np.isfinite(v) and v > 0}
+
+
 def image_qc(
     adata: AnnData,
     regions: Any,
     *,
+    metrics: pd.DataFrame,
     library_key: str,
     min_cells: int,
     min_tissue_mm2: float,
     tumour_compartment: str = "tumour",
+    tissue_source: str = "regions",
 ) -> pd.DataFrame:
-    """Per-image QC: ``n_cells_total``, tissue and tumour areas (mm²), ``evaluable`` and ``qc_note``."""
+    """Per-image QC: ``n_cells_total``, tissue and tumour areas (mm²), ``evaluable`` and ``qc_note``.
+
+    ``tissue_area_mm2`` is the area the metrics engine used for compartment ``tissue`` (the
+    ``area_mm2`` of ``metrics``' tissue rows: the ``tissue`` regions, else the union of the
+    non-derived compartments, see :func:`spatialpath.metrics.implicit_tissue`), so QC and the
+    densities agree; ``tissue_source`` names it. Without one, the image metadata
+    ``tissue_area_um2`` is used, else it is missing. ``tumour_area_mm2`` is the union of the
+    user's ``tumour_compartment`` polygons (``0`` with regions but no tumour, NaN without regions).
+    """
     images = adata.obs[library_key].astype(str)
     counts = images.value_counts(sort=False)
     meta = adata.uns.get(Key.uns.spatialpath, {}).get(Key.uns.images, {})
+    used = _tissue_areas(metrics)
     records = []
     for image in pd.unique(images):
         has_regions = regions is not None and bool((regions[_IMG] == image).any())
-        tissue = _area_mm2(regions, image, "tissue") if has_regions else np.nan
-        source = "regions" if np.isfinite(tissue) else "missing"
+        tissue = used.get(image, np.nan)
+        source = tissue_source if np.isfinite(tissue) else "missing"
         if source == "missing" and "tissue_area_um2" in meta.get(image, {}):
             tissue, source = float(meta[image]["tissue_area_um2"]) / 1e6, "image_metadata"
         tumour = _area_mm2(regions, image, tumour_compartment) if has_regions else np.nan
@@ -151,6 +170,29 @@ def image_qc(
     return pd.DataFrame(records, columns=[*cols, "evaluable", "qc_note"]).astype(
         {"n_cells_total": np.int64, "evaluable": bool, "qc_note": object}
     )
+
+
+def _union_categories(items: list[AnnData], key: str) -> list[AnnData]:
+    """Give every input the same ``obs[key]`` categories: their union in first-seen order.
+
+    (Categories of the first input in their order, then each later input's new ones in theirs.)
+    Inputs lacking the column, or not categorical, are left for ``compute`` to refuse. Changed
+    inputs are shallow copies (``obs``, ``obsm``, ``uns``; no ``X``): the caller's data is untouched.
+    """
+    cols = [a.obs[key] for a in items if key in a.obs]
+    if len(items) < 2 or not all(isinstance(c.dtype, pd.CategoricalDtype) for c in cols):
+        return items
+    union = list(dict.fromkeys(c for col in cols for c in col.cat.categories))
+    out = []
+    for adata in items:
+        col = adata.obs.get(key)
+        if col is None or list(col.cat.categories) == union:
+            out.append(adata)
+            continue
+        obs = adata.obs.copy()
+        obs[key] = col.cat.set_categories(union)
+        out.append(AnnData(obs=obs, obsm=dict(adata.obsm), uns=adata.uns))
+    return out
 
 
 def image_ids(adata: AnnData, library_key: str) -> pd.DataFrame:
@@ -275,11 +317,17 @@ def biomarker_table(
     samples
         The cells: one AnnData holding many images (``obs[library_key]``), a list of AnnData
         (image ids unique across the list), or a mapping ``image_id -> AnnData`` of one image
-        each (``obs[library_key]`` is filled from the key when absent).
+        each (``obs[library_key]`` is filled from the key when absent). Several inputs share one
+        set of ``obs[cluster_key]`` categories, their union in first-seen order, so a type absent
+        from one input is a structural zero there.
     regions
-        Compartment polygons in µm: None (metrics on whole images), one GeoDataFrame with
-        ``image_id``, ``compartment`` and ``geometry`` columns (``image_id`` may be omitted for a
-        single image), or a mapping ``image_id -> GeoDataFrame``.
+        Compartment polygons in µm: one GeoDataFrame with ``image_id``, ``compartment`` and
+        ``geometry`` columns (``image_id`` may be omitted for a single image), a mapping
+        ``image_id -> GeoDataFrame``, or None: the tissue of each image is derived from its cells
+        with :func:`spatialpath.regions.tissue_from_cells` (default parameters, recorded in
+        ``attrs["biomarker_table"]["regions"]``), so only ``tissue`` metrics are computed. An
+        image without a ``tissue`` region gets the union of its non-derived compartments
+        (:func:`spatialpath.metrics.implicit_tissue`).
     metrics
         Metric names passed to ``spatialpath.metrics.compute`` (None: its default set).
     cluster_key, library_key
@@ -295,7 +343,8 @@ def biomarker_table(
         defaults chosen by unit.
     min_cells, min_tissue_mm2
         QC minimums: an image is ``evaluable`` when it has at least ``min_cells`` cells and at
-        least ``min_tissue_mm2`` mm² of tissue (a missing area fails). Set them from the
+        least ``min_tissue_mm2`` mm² of tissue (a missing area fails); the tissue area is the one
+        the metrics used (``area_mm2`` of the ``tissue`` rows). Set them from the
         statistical analysis plan; rows of non-evaluable images are kept, flagged.
     tumour_compartment
         Region compartment whose area is ``tumour_area_mm2``.
@@ -321,26 +370,37 @@ def biomarker_table(
         raise ValueError(f"aggregate must be None or 'sample', got {aggregate!r}")
     from spatialpath.metrics import compute  # lazy: the metrics engine is optional at import
 
-    items = normalize_samples(samples, library_key)
+    items = _union_categories(normalize_samples(samples, library_key), cluster_key)
     all_images = [i for a in items for i in pd.unique(a.obs[library_key].astype(str))]
     regions = normalize_regions(regions, all_images)
+    regions_record: Any = "polygons"
+    derived: list[Any] = []
+    if regions is None:  # the tissue of each image from its cells (recorded in attrs)
+        from spatialpath.regions import tissue_from_cells
+
+        derived = [tissue_from_cells(a, library_key=library_key) for a in items]
+        made = derived[0].attrs.get(Key.uns.spatialpath, {})
+        regions_record = {"source": "tissue_from_cells", **made.get("tissue_from_cells", {})}
     frames, ids, qcs, metas, varying = [], [], [], [], set()
-    for adata in items:
+    for k, adata in enumerate(items):
         images = list(pd.unique(adata.obs[library_key].astype(str)))
         sub = None if regions is None else regions[regions[_IMG].isin(images)]
         kw: dict[str, Any] = {"cluster_key": cluster_key, "library_key": library_key}
         if metrics is not None:
             kw["metrics"] = list(metrics)
-        frames.append(compute(adata, sub, **kw))
+        frame = compute(adata, derived[k] if regions is None else sub, **kw)
+        frames.append(frame)
         ids.append(image_ids(adata, library_key))
         qcs.append(
             image_qc(
                 adata,
                 sub,
+                metrics=frame,
                 library_key=library_key,
                 min_cells=min_cells,
                 min_tissue_mm2=min_tissue_mm2,
                 tumour_compartment=tumour_compartment,
+                tissue_source="regions" if regions is not None else "tissue_from_cells",
             )
         )
         meta, var = image_metadata(adata, library_key, cluster_key, metadata)
@@ -367,7 +427,7 @@ def biomarker_table(
         "min_cells": min_cells,
         "min_tissue_mm2": min_tissue_mm2,
         "tumour_compartment": tumour_compartment,
-        "regions": "none" if regions is None else "polygons",
+        "regions": regions_record,
     }
     long.attrs["biomarker_table"] = json.loads(json.dumps(params))
     wide.attrs["biomarker_table"] = long.attrs["biomarker_table"]

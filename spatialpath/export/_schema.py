@@ -92,9 +92,15 @@ DESCRIPTIONS: Final[dict[str, tuple[str, str, str]]] = {
     "tissue_area_mm2": (
         "Tissue area",
         "mm2",
-        "union of the 'tissue' region polygons, else uns image metadata tissue_area_um2 / 1e6",
+        "the tissue area the metrics used (area_mm2 of the 'tissue' rows: the 'tissue' region "
+        "polygons, else the union of the non-derived compartments, or the tissue from the cells "
+        "without regions), else uns image metadata tissue_area_um2 / 1e6",
     ),
-    "tissue_area_source": ("Source of tissue_area_mm2", "", "regions, image_metadata or missing"),
+    "tissue_area_source": (
+        "Source of tissue_area_mm2",
+        "",
+        "regions, tissue_from_cells, image_metadata or missing",
+    ),
     "tumour_area_mm2": (
         "Tumour area",
         "mm2",

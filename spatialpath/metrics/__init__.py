@@ -25,7 +25,7 @@ from spatialpath.metrics._distance import (
     nn_distances,
 )
 from spatialpath.metrics._docs import render_metrics_doc
-from spatialpath.metrics._image import TISSUE, ImageData
+from spatialpath.metrics._image import DERIVED_COMPARTMENTS, TISSUE, ImageData, implicit_tissue
 from spatialpath.metrics._mixing import interaction_counts, mixing_score, mixing_score_normalised
 from spatialpath.metrics._phenotype import PHENOTYPES, immune_phenotype, phenotype_call
 from spatialpath.metrics._registry import (
@@ -50,6 +50,7 @@ from spatialpath.metrics._spatial import (
 
 __all__ = [
     "COLUMNS",
+    "DERIVED_COMPARTMENTS",
     "LEVELS",
     "PHENOTYPES",
     "REGISTRY",
@@ -71,6 +72,7 @@ __all__ = [
     "g_cross_auc",
     "get_metric",
     "immune_phenotype",
+    "implicit_tissue",
     "interaction_counts",
     "l_cross_auc",
     "mean_nn_distance_cdf",

@@ -11,7 +11,7 @@ import shapely
 from anndata import AnnData
 
 from spatialpath.keys import Key
-from spatialpath.metrics._image import TISSUE, ImageData
+from spatialpath.metrics._image import TISSUE, ImageData, implicit_tissue
 from spatialpath.metrics._registry import COLUMNS, REGISTRY, Metric, canonical_parameters, get_metric
 from spatialpath.model import DataModelError, validate_categorical
 from spatialpath.regions._membership import cell_membership, compartment_areas
@@ -58,14 +58,17 @@ def _check_request(
 
 
 def _with_tissue(regions) -> Any:
-    """Regions with a ``"tissue"`` row for every image that has none (the union of its regions)."""
+    """Regions with a ``"tissue"`` row for every image that has none (:func:`implicit_tissue`)."""
     comp = regions[Key.obs.compartment].astype(str)
     by = Key.obs.image_id if Key.obs.image_id in regions.columns else None
     groups = regions.groupby(regions[by].astype(str)) if by else [(None, regions)]
     extra = []
     for image, sub in groups:
-        if not (sub[Key.obs.compartment].astype(str) == TISSUE).any():
-            geom = shapely.union_all(np.asarray(sub.geometry))
+        names = sub[Key.obs.compartment].astype(str)
+        if not (names == TISSUE).any():
+            geom = implicit_tissue(list(names), list(sub.geometry))
+            if geom is None:  # only derived compartments (margin bands...): no tissue
+                continue
             extra.append({**({by: image} if by else {}), Key.obs.compartment: TISSUE, "geometry": geom})
     out = regions.assign(**{Key.obs.compartment: comp})
     if extra:
@@ -125,7 +128,9 @@ def compute(
     regions
         GeoDataFrame with ``image_id`` (matching ``obs[library_key]``), ``compartment`` and
         ``geometry`` (µm); compartments may overlap. An image without a ``"tissue"`` row gets the
-        union of its regions as its tissue. Areas come from these polygons, never a convex hull.
+        union of its non-derived compartments as its tissue (:func:`implicit_tissue`: margin bands
+        and the tumour core are left out; with only those, ``"tissue"`` is absent). Areas come
+        from these polygons, never a convex hull.
     metrics
         Names in :data:`~spatialpath.metrics.REGISTRY`; ``None``: :func:`default_metrics`.
     cluster_key

@@ -16,11 +16,34 @@ import pandas as pd
 import shapely
 
 from spatialpath.model import DataModelError
+from spatialpath.regions._schema import MARGIN, MARGIN_INNER, MARGIN_OUTER, TUMOUR_CORE
 
-__all__ = ["TISSUE", "ImageData", "row"]
+__all__ = ["DERIVED_COMPARTMENTS", "TISSUE", "ImageData", "implicit_tissue", "row"]
 
-#: the whole-tissue compartment: the regions' ``"tissue"`` rows, else the union of the image's regions.
+#: the whole-tissue compartment: the regions' ``"tissue"`` rows, else :func:`implicit_tissue`.
 TISSUE = "tissue"
+#: compartments derived from others (margin bands, tumour core: :mod:`spatialpath.regions._margins`);
+#: they never enter the implicit tissue (the outer margin band reaches beyond the annotated tissue).
+DERIVED_COMPARTMENTS: frozenset[str] = frozenset({MARGIN_OUTER, MARGIN, MARGIN_INNER, TUMOUR_CORE})
+
+
+def implicit_tissue(compartments: Sequence[str], geometries: Sequence[Any]) -> Any:
+    """The tissue of an image without a ``"tissue"`` region: the union of its non-derived compartments.
+
+    Derived compartments (:data:`DERIVED_COMPARTMENTS`: margin bands, tumour core) are left out, so
+    an image annotated with tumour and stroma has tumour ∪ stroma as its tissue even after
+    :func:`spatialpath.regions.margin_bands` added an outer band reaching past the annotation. An
+    image with only derived compartments has no implicit tissue (``None``: ``"tissue"`` is absent).
+
+    Examples
+    --------
+    >>> import shapely
+    >>> t = implicit_tissue(["tumour", "margin_outer"], [shapely.box(0, 0, 1, 1), shapely.box(1, 0, 3, 1)])
+    >>> t.area
+    1.0
+    """
+    keep = [g for c, g in zip(compartments, geometries, strict=True) if str(c) not in DERIVED_COMPARTMENTS]
+    return shapely.union_all(keep) if keep else None
 
 
 def row(
@@ -91,7 +114,7 @@ class ImageData:
     ) -> ImageData:
         """Build from positions (µm), cell types and ``{compartment: polygon}``.
 
-        ``regions`` without a ``"tissue"`` entry get one: the union of the others. Cells in no
+        ``regions`` without a ``"tissue"`` entry get one: :func:`implicit_tissue`. Cells in no
         region are left out. Membership follows :func:`spatialpath.regions.cell_membership`
         (inside or on the boundary).
 
@@ -128,7 +151,9 @@ class ImageData:
             raise DataModelError("regions is empty: pass {compartment: polygon in µm}, e.g. {'tissue': poly}")
         geoms = dict(regions)
         if TISSUE not in geoms:
-            geoms[TISSUE] = shapely.union_all(list(geoms.values()))
+            tissue = implicit_tissue(list(geoms), list(geoms.values()))
+            if tissue is not None:
+                geoms[TISSUE] = tissue
         gdf = gpd.GeoDataFrame({"compartment": list(geoms)}, geometry=list(geoms.values()))
         a = AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(xy))]))
         a.obsm["spatial"] = xy[:, :2]

@@ -55,7 +55,10 @@ def test_qc_minimums_flag_but_keep_rows(fake_metrics, cells, image_ids, syn):
     assert qc.loc["P001_S1_I2", "qc_note"] == "n_cells_total 100 < min_cells 150"
     assert qc["evaluable"].sum() == 5
     assert (long["image_id"] == "P001_S1_I2").any()  # rows kept, flagged
-    long2, _ = biomarker_table(sub, None, min_cells=1, min_tissue_mm2=0.5)  # no regions, no metadata area
+    # images without regions (and no metadata area): the metrics have no tissue area, nor has QC
+    bare = image_ids[3:]
+    long2, _ = biomarker_table(sub, syn.make_regions(image_ids[:3]), min_cells=1, min_tissue_mm2=0.5)
+    long2 = long2[long2["image_id"].isin(bare)]
     assert (long2["tissue_area_source"] == "missing").all()
     assert not long2["evaluable"].any()
     assert long2["tumour_area_mm2"].isna().all()
@@ -235,6 +238,11 @@ def test_real_metrics_engine_when_available(cells, image_ids, syn, tmp_path):
     cmap = wide_column_map(long, reserved=[c for c in wide.columns if "__" not in c])
     back = long_from_wide(wide, cmap)
     assert len(back) == len(long)
+    cols = [*[c for c in wide.columns if "__" not in c], *KEY_COLUMNS, "value", "unit", "status"]
+    # value by value: same rows, order, values, NaN positions, units and statuses
+    pd.testing.assert_frame_equal(back[cols], long[cols], check_exact=True)
+    assert long["value"].isna().any()
+    assert (long["value"] == 0).any()
     assert set(long["status"]) <= set(metrics.STATUSES)
     write_tables(long, wide, tmp_path, formats=["csv", "xlsx"])
     for fmt in ("csv", "xlsx"):

@@ -215,3 +215,55 @@ def test_regions_in_pixels_over_cells_in_um_are_refused():
     pixels["geometry"] = pixels.geometry.scale(1 / 0.377, 1 / 0.377, origin=(0, 0))  # a QuPath export in px
     with pytest.raises(DataModelError, match=r"probably in pixels.*pixel_size_um"):
         spm.compute(adata, pixels, metrics=["density"])
+
+
+def _cells(xy, types, image="A", categories=None):
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical(types, categories=categories),
+            "image_id": pd.Categorical([image] * len(xy)),
+        },
+        index=[f"c{i}" for i in range(len(xy))],
+    )
+    a = ad.AnnData(obs=obs)
+    a.obsm["spatial"] = np.asarray(xy, float)
+    return a
+
+
+def test_implicit_tissue_leaves_out_derived_margin_compartments():
+    """Tumour + stroma annotations (no tissue row) plus margin bands: tissue = tumour ∪ stroma only."""
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 1000, size=(2000, 2))
+    types = rng.choice(["CD8", "Tum"], size=2000)
+    tumour, stroma = shapely.box(200, 200, 600, 800), shapely.box(600, 200, 900, 800)
+    # margin bands drawn here with shapely (independent of spatialpath.regions): the outer band
+    # reaches beyond the annotated tissue, as margin_bands' does without a tissue row
+    outer = tumour.buffer(100).difference(tumour)
+    inner = tumour.difference(tumour.buffer(-100))
+    core = tumour.buffer(-100)
+    names = ["tumour", "stroma", "margin_outer", "margin_inner", "margin", "tumour_core"]
+    geoms = [tumour, stroma, outer, inner, outer.union(inner), core]
+    regions = gpd.GeoDataFrame({"image_id": "A", "compartment": names}, geometry=geoms)
+    t = spm.compute(_cells(xy, types), regions, ["count", "density"])
+    tissue = shapely.union_all([tumour, stroma])
+    area = shapely.area(tissue) / 1e6
+    assert area == pytest.approx(0.42)  # not the union with the outer band (0.591 mm²)
+    inside = shapely.contains_xy(tissue, xy[:, 0], xy[:, 1])
+    for ct in ("CD8", "Tum"):
+        n = int((inside & (types == ct)).sum())
+        d = t[(t.compartment == "tissue") & (t.metric == "density") & (t.cell_type == ct)].iloc[0]
+        c = t[(t.compartment == "tissue") & (t.metric == "count") & (t.cell_type == ct)].iloc[0]
+        assert c["value"] == n
+        assert d["area_mm2"] == pytest.approx(area, rel=1e-12)
+        assert d["value"] == pytest.approx(n / area, rel=1e-12)
+        assert d["status"] == "ok"
+    assert {"margin_outer", "margin", "margin_inner", "tumour_core"} == spm.DERIVED_COMPARTMENTS
+    # an image with only derived compartments has no implicit tissue: absent, not the bands' union
+    only = spm.compute(_cells(xy, types), regions[regions.compartment == "margin"], ["density"])
+    tis = only[only.compartment == "tissue"]
+    assert (tis["status"] == "compartment_absent").all()
+    assert tis["area_mm2"].isna().all()
+    # ImageData.from_arrays follows the same rule
+    img = spm.ImageData.from_arrays(xy, types, dict(zip(names, geoms, strict=True)))
+    assert img.area_mm2("tissue") == pytest.approx(area, rel=1e-12)
+    assert img.n_cells("tissue") == int(inside.sum())

@@ -112,7 +112,7 @@ def test_empty_compartment_gives_zero_counts_and_undefined_proportions():
 
 def test_overlapping_compartments_count_a_cell_in_both():
     regions = gpd.GeoDataFrame(
-        {"image_id": "i", "compartment": ["tumour", "margin"]},
+        {"image_id": "i", "compartment": ["tumour", "lymphoid"]},
         geometry=[shapely.box(0, 0, 100, 100), shapely.box(80, 0, 200, 100)],
     )
     import anndata as ad
@@ -124,7 +124,7 @@ def test_overlapping_compartments_count_a_cell_in_both():
     n = t.set_index(["compartment", "cell_type"])["value"]
     assert n[("tissue", "A")] == 2
     assert n[("tumour", "A")] == 2
-    assert n[("margin", "A")] == 1
-    assert n[("margin", "B")] == 1
+    assert n[("lymphoid", "A")] == 1
+    assert n[("lymphoid", "B")] == 1
     area = t.groupby("compartment")["area_mm2"].first()
     assert area["tissue"] == pytest.approx(0.02)  # the union, not the sum (0.022)

@@ -1,0 +1,132 @@
+"""biomarker_table with the REAL spatialpath.metrics.compute (no fake engine), values checked with shapely.
+
+Regressions: implicit tissue and QC of regions without a ``tissue`` row, categories differing
+across inputs, and ``regions=None`` (tissue from the cells).
+"""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from spatialpath.export import biomarker_table, write_tables
+from spatialpath.regions import tissue_from_cells
+
+TUMOUR, STROMA = shapely.box(200, 200, 600, 800), shapely.box(600, 200, 900, 800)
+
+
+def _cells(images, n=600, types=("CD8", "Tum", "Mac"), seed=0, sample="S1"):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 1000, size=(n * len(images), 2))
+    obs = pd.DataFrame(
+        {
+            "image_id": pd.Categorical(np.repeat(images, n)),
+            "cell_type": pd.Categorical(rng.choice(types, n * len(images)), categories=list(types)),
+            "sample_id": sample,
+            "patient_id": "P1",
+        },
+        index=[f"{images[0]}_c{i}" for i in range(n * len(images))],
+    )
+    a = ad.AnnData(obs=obs)
+    a.obsm["spatial"] = xy
+    return a
+
+
+def _inside(adata, image, geom, cell_type):
+    """Cells of the type inside the polygon, counted with shapely alone."""
+    sel = (adata.obs["image_id"].astype(str) == image).to_numpy()
+    sel &= (adata.obs["cell_type"].astype(str) == cell_type).to_numpy()
+    xy = np.asarray(adata.obsm["spatial"])[sel]
+    return int(shapely.contains_xy(geom, xy[:, 0], xy[:, 1]).sum())
+
+
+def test_regions_without_tissue_row_qc_and_densities_agree():
+    """QuPath/inForm case: tumour + stroma (+ an outer margin band), no tissue row."""
+    a = _cells(["A", "B"])
+    outer = TUMOUR.buffer(100).difference(TUMOUR)  # derived band, beyond the annotated tissue
+    rows = [(i, c, g) for i in ("A", "B") for c, g in (("tumour", TUMOUR), ("stroma", STROMA))]
+    rows.append(("A", "margin_outer", outer))
+    regions = gpd.GeoDataFrame(rows, columns=["image_id", "compartment", "geometry"], geometry="geometry")
+    long, wide = biomarker_table(a, regions, metrics=["count", "density"], min_cells=10, min_tissue_mm2=0.1)
+    tissue = shapely.union_all([TUMOUR, STROMA])
+    area = shapely.area(tissue) / 1e6  # 0.42 mm²
+    w = wide.set_index("image_id")
+    for image in ("A", "B"):
+        assert w.loc[image, "tissue_area_mm2"] == pytest.approx(area, rel=1e-12)
+        assert w.loc[image, "tissue_area_source"] == "regions"
+        assert w.loc[image, "tumour_area_mm2"] == pytest.approx(shapely.area(TUMOUR) / 1e6, rel=1e-12)
+        assert bool(w.loc[image, "evaluable"])
+        assert pd.isna(w.loc[image, "qc_note"])
+        for ct in ("CD8", "Tum", "Mac"):
+            n = _inside(a, image, tissue, ct)
+            assert w.loc[image, f"count__tissue__{ct}"] == n
+            assert w.loc[image, f"density__tissue__{ct}"] == pytest.approx(n / area, rel=1e-12)
+    # QC's tissue area is the one the metrics divided by
+    tis = long[(long.compartment == "tissue") & (long.metric == "density")]
+    np.testing.assert_array_equal(tis["area_mm2"].to_numpy(), tis["tissue_area_mm2"].to_numpy())
+    # sample level: both images evaluable, density pooled as Σ cells / Σ area
+    _, sample = biomarker_table(a, regions, metrics=["count", "density"], aggregate="sample", min_cells=10)
+    s = sample.iloc[0]
+    assert s["n_images_evaluable"] == 2
+    assert bool(s["evaluable"])
+    n_cd8 = _inside(a, "A", tissue, "CD8") + _inside(a, "B", tissue, "CD8")
+    assert s["density__tissue__CD8"] == pytest.approx(n_cd8 / (2 * area), rel=1e-12)
+    assert s["status__density__tissue__CD8"] == "ok"
+    assert s["tissue_area_mm2"] == pytest.approx(2 * area, rel=1e-12)
+
+
+@pytest.mark.parametrize("form", ["list", "mapping"])
+def test_inputs_with_different_categories_keep_structural_zeros(form):
+    a1 = _cells(["A"], n=300, types=("CD8", "Tum"), seed=1)
+    a2 = _cells(["B"], n=300, types=("CD8", "Tum", "Treg"), seed=2)
+    a2.obs_names = [f"B_c{i}" for i in range(a2.n_obs)]
+    box = shapely.box(0, 0, 1000, 1000)
+    regions = gpd.GeoDataFrame(
+        {"image_id": ["A", "B"], "compartment": "tissue"}, geometry=[box, box], crs=None
+    )
+    samples = [a1, a2] if form == "list" else {"A": a1, "B": a2}
+    long, wide = biomarker_table(samples, regions, metrics=["count", "density"], min_cells=10)
+    w = wide.set_index("image_id")
+    assert w.loc["A", "density__tissue__Treg"] == 0.0  # structural zero, not NaN
+    assert w.loc["A", "status__density__tissue__Treg"] == "ok"
+    assert w.loc["A", "count__tissue__Treg"] == 0.0
+    for image, adata in (("A", a1), ("B", a2)):
+        for ct in ("CD8", "Tum", "Treg"):
+            n = _inside(adata, image, box, ct)
+            assert w.loc[image, f"density__tissue__{ct}"] == pytest.approx(n / 1.0, rel=1e-12)
+    # union of categories in first-seen order, in every image
+    for image in ("A", "B"):
+        rows = long[(long.image_id == image) & (long.metric == "count")]
+        assert rows["cell_type"].tolist() == ["CD8", "Tum", "Treg"]
+    assert list(a1.obs["cell_type"].cat.categories) == ["CD8", "Tum"]  # input untouched
+
+
+def test_regions_none_derives_tissue_from_cells(tmp_path):
+    a = _cells(["A", "B"], n=800)
+    long, wide = biomarker_table(a, None, metrics=["count", "density"], min_cells=10)
+    ref = tissue_from_cells(a)  # the documented default: tissue from the cells, default parameters
+    params = ref.attrs["spatialpath"]["tissue_from_cells"]
+    assert long.attrs["biomarker_table"]["regions"] == {"source": "tissue_from_cells", **params}
+    assert set(long["compartment"]) == {"tissue"}
+    w = wide.set_index("image_id")
+    for image in ("A", "B"):
+        geom = shapely.union_all(ref[ref["image_id"] == image].geometry.to_numpy())
+        area = shapely.area(geom) / 1e6
+        assert 0.9 < area <= 1.1
+        assert w.loc[image, "tissue_area_mm2"] == pytest.approx(area, rel=1e-12)
+        assert w.loc[image, "tissue_area_source"] == "tissue_from_cells"
+        assert np.isnan(w.loc[image, "tumour_area_mm2"])  # never annotated: unknown, not 0
+        assert bool(w.loc[image, "evaluable"])
+        for ct in ("CD8", "Tum", "Mac"):
+            n = _inside(a, image, geom, ct)
+            assert w.loc[image, f"count__tissue__{ct}"] == n
+            assert w.loc[image, f"density__tissue__{ct}"] == pytest.approx(n / area, rel=1e-12)
+    paths = write_tables(long, wide, tmp_path, formats=["csv"])
+    manifest = json.loads(paths["manifest"].read_text())
+    assert manifest["parameters"]["biomarker_table"]["regions"]["source"] == "tissue_from_cells"
