@@ -123,6 +123,82 @@ def _tissue_areas(metrics: pd.DataFrame) -> dict[str, float]:
     return {str(k): float(v) for k, v in areas.items() if np.isfinite(v) and v > 0}
 
 
+_FRACTION = "fraction_in_compartment"
+
+
+def structural_zero_fractions(
+    frame: pd.DataFrame, adata: AnnData, regions: Any, compute: Any, cluster_key: str, library_key: str
+) -> pd.DataFrame:
+    """``fraction_in_compartment`` of an annotated image without the compartment: a structural 0.
+
+    An image with regions (its tissue annotated) but no polygon of the compartment the fraction
+    refers to (default tumour) has 0 cells there, just as its ``tumour_area_mm2`` is 0: its
+    ``compartment_absent`` rows become value ``0`` with ``n_cells_a = 0`` and ``n_cells_b`` the
+    type's tissue count (status ``ok``; ``zero_denominator`` and NaN when the type has no tissue
+    cell), so pooling a sample (``Σ n_cells_a / Σ n_cells_b``) counts that image's cells in the
+    denominator. The tissue counts are the engine's ``count`` rows of compartment ``tissue``.
+    Images without any region (or whose tissue is absent) keep ``compartment_absent``.
+    """
+    absent = (frame["metric"].astype(str) == _FRACTION) & (
+        frame["status"].astype(str) == "compartment_absent"
+    )
+    if regions is None or not absent.any():
+        return frame
+    absent &= frame[_IMG].astype(str).isin(set(regions[_IMG].astype(str)))
+    if not absent.any():
+        return frame
+    counts = compute(adata, regions, metrics=["count"], cluster_key=cluster_key, library_key=library_key)
+    tissue = counts[(counts["compartment"].astype(str) == TISSUE) & (counts["status"].astype(str) == "ok")]
+    n_tissue = pd.Series(
+        pd.to_numeric(tissue["value"]).to_numpy(),
+        index=pd.MultiIndex.from_arrays([tissue[_IMG].astype(str), tissue["cell_type"].astype(str)]),
+    )
+    keys = pd.MultiIndex.from_arrays(
+        [frame.loc[absent, _IMG].astype(str), frame.loc[absent, "cell_type"].astype(str)]
+    )
+    n = n_tissue.reindex(keys).to_numpy()
+    known = np.isfinite(n)
+    rows = frame.index[absent][known]
+    n = n[known].astype(np.int64)
+    out = frame.copy()
+    for c in ("n_cells_a", "n_cells_b"):
+        out[c] = pd.array(pd.to_numeric(out[c]), dtype="Int64")
+    out.loc[rows, "value"] = np.where(n > 0, 0.0, np.nan)
+    out.loc[rows, "n_cells_a"] = 0
+    out.loc[rows, "n_cells_b"] = n
+    out.loc[rows, "status"] = np.where(n > 0, "ok", "zero_denominator")
+    return out
+
+
+def _default_cn_key() -> str:
+    """The ``cn_key`` ``cn_frequency`` reads (its registry default; biomarker_table passes no params)."""
+    from spatialpath.metrics import REGISTRY
+
+    return str(REGISTRY["cn_frequency"].defaults.get("cn_key", "cn"))
+
+
+def regions_provenance(regions: Any) -> Any:
+    """How the regions were made, for the manifest: ``regions.attrs["spatialpath"]``.
+
+    ``{"source": "polygons", "provenance": {...}}`` for one GeoDataFrame (source, pixel size,
+    ``tissue_from_cells`` settings, margin widths... as recorded by ``spatialpath.regions``), or
+    ``{"source": "polygons", "per_image": {image_id: {...}}}`` for a mapping; None without regions
+    (the ``tissue_from_cells`` record replaces it). Values are made JSON-safe (``str`` fallback).
+    """
+    if regions is None:
+        return None
+    from spatialpath.regions._schema import region_meta
+
+    if isinstance(regions, Mapping):
+        record: dict[str, Any] = {
+            "source": "polygons",
+            "per_image": {str(k): region_meta(g) for k, g in regions.items()},
+        }
+    else:
+        record = {"source": "polygons", "provenance": region_meta(regions)}
+    return json.loads(json.dumps(record, default=str))
+
+
 def image_qc(
     adata: AnnData,
     regions: Any,
@@ -371,9 +447,11 @@ def biomarker_table(
     from spatialpath.metrics import compute  # lazy: the metrics engine is optional at import
 
     items = _union_categories(normalize_samples(samples, library_key), cluster_key)
+    if "cn_frequency" in (metrics or ()):  # CN labels: one category set too (the union)
+        items = _union_categories(items, _default_cn_key())
     all_images = [i for a in items for i in pd.unique(a.obs[library_key].astype(str))]
+    regions_record: Any = regions_provenance(regions)
     regions = normalize_regions(regions, all_images)
-    regions_record: Any = "polygons"
     derived: list[Any] = []
     if regions is None:  # the tissue of each image from its cells (recorded in attrs)
         from spatialpath.regions import tissue_from_cells
@@ -381,6 +459,7 @@ def biomarker_table(
         derived = [tissue_from_cells(a, library_key=library_key) for a in items]
         made = derived[0].attrs.get(Key.uns.spatialpath, {})
         regions_record = {"source": "tissue_from_cells", **made.get("tissue_from_cells", {})}
+
     frames, ids, qcs, metas, varying = [], [], [], [], set()
     for k, adata in enumerate(items):
         images = list(pd.unique(adata.obs[library_key].astype(str)))
@@ -389,6 +468,8 @@ def biomarker_table(
         if metrics is not None:
             kw["metrics"] = list(metrics)
         frame = compute(adata, derived[k] if regions is None else sub, **kw)
+        if regions is not None:
+            frame = structural_zero_fractions(frame, adata, sub, compute, cluster_key, library_key)
         frames.append(frame)
         ids.append(image_ids(adata, library_key))
         qcs.append(

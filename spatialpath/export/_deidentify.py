@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ import pandas as pd
 from spatialpath.export._schema import ID_COLUMNS
 from spatialpath.model import DataModelError
 
-__all__ = ["Deidentify", "apply_deidentify", "redact_paths"]
+__all__ = ["Deidentify", "apply_deidentify", "id_pattern", "redact_paths", "scrub"]
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$")
 _PATH_LIKE = re.compile(r"^(/|~|\\\\|[A-Za-z]:[\\/])|[\\/][^\\/]*\.\w{1,6}$")
@@ -104,16 +104,42 @@ def redact_paths(obj: Any) -> Any:
     return obj
 
 
-def _replace_ids(obj: Any, mapping: dict[str, str], pattern: re.Pattern[str] | None) -> Any:
+def _replace_ids(obj: Any, mapping: Mapping[str, str], pattern: re.Pattern[str] | None) -> Any:
+    """Replace identifiers in every string (dict keys included) of a nested structure.
+
+    A string equal to an original id becomes its replacement; longer ids (4+ characters, see
+    :func:`id_pattern`) are also replaced where they occur inside a string.
+    """
     if isinstance(obj, dict):
-        return {k: _replace_ids(v, mapping, pattern) for k, v in obj.items()}
-    if isinstance(obj, list):
+        return {_replace_ids(k, mapping, pattern): _replace_ids(v, mapping, pattern) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
         return [_replace_ids(v, mapping, pattern) for v in obj]
     if isinstance(obj, str):
         if obj in mapping:
             return mapping[obj]
         return pattern.sub(lambda m: mapping[m.group(0)], obj) if pattern is not None else obj
     return obj
+
+
+def id_pattern(originals: Iterable[str]) -> re.Pattern[str] | None:
+    """Regex of the original ids of 4+ characters (longest first), found inside longer strings."""
+    long_ids = sorted((v for v in set(originals) if len(v) >= 4), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, long_ids))) if long_ids else None
+
+
+def scrub(obj: Any, mapping: Mapping[str, str], pattern: re.Pattern[str] | None) -> Any:
+    """Paths redacted (:func:`redact_paths`), then identifiers replaced (``mapping``) everywhere.
+
+    Used for everything written besides the tables: the manifest parameters (user
+    ``parameters=`` included) and the tables' ``attrs`` (Parquet schema metadata).
+
+    Examples
+    --------
+    >>> scrub({"note": "run for P001", "P002": ["P002"], "f": "/d/P001.csv"},
+    ...       {"P001": "aa", "P002": "bb"}, id_pattern(["P001", "P002"]))
+    {'note': 'run for aa', 'bb': ['bb'], 'f': '<redacted>'}
+    """
+    return _replace_ids(redact_paths(obj), mapping, pattern)
 
 
 def _clean_parameters(text: object, mapping: dict[str, str], pattern: re.Pattern[str] | None) -> object:
@@ -155,7 +181,9 @@ def _map_ids(s: pd.Series, mapping: dict[str, str]) -> pd.Series:
     return s.map(lambda v: v if pd.isna(v) else mapping[str(v)])
 
 
-def _deidentify_frames(d: Deidentify, frames: list[pd.DataFrame]) -> tuple[list[pd.DataFrame], dict]:
+def _deidentify_frames(
+    d: Deidentify, frames: list[pd.DataFrame]
+) -> tuple[list[pd.DataFrame], dict, dict[str, str], re.Pattern[str] | None]:
     columns = {c for f in frames for c in f.columns}
     unknown = [c for c in (*d.id_columns, *d.drop) if c not in columns]
     if unknown:
@@ -166,8 +194,7 @@ def _deidentify_frames(d: Deidentify, frames: list[pd.DataFrame]) -> tuple[list[
     mapping = {v: d.pseudonym(v) for v in originals}
     if len(set(mapping.values())) < len(mapping):
         raise DataModelError("two identifiers share a pseudonym; raise Deidentify.digest_chars")
-    long_ids = sorted((v for v in originals if len(v) >= 4), key=len, reverse=True)
-    pattern = re.compile("|".join(map(re.escape, long_ids))) if long_ids else None
+    pattern = id_pattern(originals)
     out, dropped = [], set(d.drop)
     for f in frames:
         f = f.copy()
@@ -192,7 +219,7 @@ def _deidentify_frames(d: Deidentify, frames: list[pd.DataFrame]) -> tuple[list[
         "dropped_columns": sorted(dropped),
         "dates_shifted": d.shift_dates_days is not None,
     }
-    return out, record
+    return out, record, mapping, pattern
 
 
 def _refuse_leftover_ids(
@@ -211,18 +238,33 @@ def _refuse_leftover_ids(
 
 def apply_deidentify(
     deidentify: Deidentify | Callable[[pd.DataFrame], pd.DataFrame], long: pd.DataFrame, wide: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """De-identify both tables consistently; return them and the record for the manifest."""
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], Callable[[Any], Any]]:
+    """De-identify both tables consistently.
+
+    Returns the tables, the record for the manifest and the function that cleans anything else
+    written (manifest parameters, attrs): paths redacted and original identifiers replaced by
+    their pseudonyms (:class:`Deidentify`), or by ``<redacted>`` for a user function (whose
+    pseudonyms are unknown; the originals are the input tables' ``patient_id``, ``sample_id``
+    and ``image_id`` values).
+    """
     if isinstance(deidentify, Deidentify):
-        (long_out, wide_out), record = _deidentify_frames(deidentify, [long, wide])
+        (long_out, wide_out), record, mapping, pattern = _deidentify_frames(deidentify, [long, wide])
     elif callable(deidentify):
+        originals = sorted(
+            {str(v) for f in (long, wide) for c in ID_COLUMNS if c in f for v in f[c].dropna()}
+        )
+        mapping, pattern = dict.fromkeys(originals, REDACTED), id_pattern(originals)
         long_out, wide_out = deidentify(long.copy()), deidentify(wide.copy())
         for f in (long_out, wide_out):
             if "parameters" in f:
-                f["parameters"] = f["parameters"].map(lambda t: _clean_parameters(t, {}, None))
+                f["parameters"] = f["parameters"].map(lambda t: _clean_parameters(t, mapping, pattern))
         record = {"method": f"user function {getattr(deidentify, '__qualname__', type(deidentify).__name__)}"}
     else:
         raise TypeError(f"deidentify must be a Deidentify or a function, got {type(deidentify).__name__}")
-    long_out.attrs = {k: redact_paths(v) for k, v in long.attrs.items()}
+
+    def clean(obj: Any) -> Any:
+        return scrub(obj, mapping, pattern)
+
+    long_out.attrs = clean(dict(long.attrs))
     wide_out.attrs = {}
-    return long_out, wide_out, record
+    return long_out, wide_out, record, clean

@@ -1,7 +1,9 @@
 """The data dictionary of the biomarker tables, and column types that survive CSV and Excel.
 
 Every column of the long and wide tables gets one row: ``table``, ``column``, ``label``,
-``unit``, ``type``, ``levels`` (JSON list of categories or statuses), ``derivation``, and for
+``unit``, ``type``, ``levels`` (JSON list of categories or statuses; for the value columns and
+metric rows of a coded metric such as ``immune_phenotype``, the JSON object code -> meaning from
+the registry's ``value_labels``, also spelled out in ``derivation``), ``derivation``, and for
 wide value/status columns the long key (``metric``, ``compartment``, ``cell_type``,
 ``cell_type_b``) that un-pivots them. Rows with ``table == "metric"`` define each metric (from
 the metrics registry when ``spatialpath.metrics`` is importable).
@@ -18,7 +20,7 @@ import pandas as pd
 from spatialpath.export._schema import AGGREGATE_STATUSES, DESCRIPTIONS, KEY_COLUMNS, STATUSES
 from spatialpath.model import DataModelError
 
-__all__ = ["DICTIONARY_COLUMNS", "data_dictionary", "dtype_code", "restore_column"]
+__all__ = ["DICTIONARY_COLUMNS", "data_dictionary", "dtype_code", "restore_column", "value_codes"]
 
 DICTIONARY_COLUMNS = ("table", "column", "label", "unit", "type", "levels", "derivation", *KEY_COLUMNS)
 _STRING = "string"
@@ -107,6 +109,30 @@ def _metric_definitions(metrics: list[str]) -> dict[str, tuple[str, str]]:
     return out
 
 
+def value_codes(metrics: list[str]) -> dict[str, dict[str, str]]:
+    """Code -> meaning of each coded (categorical-call) metric, from the registry's ``value_labels``.
+
+    Examples
+    --------
+    >>> value_codes(["immune_phenotype", "density"])
+    {'immune_phenotype': {'0': 'desert', '1': 'excluded', '2': 'inflamed'}}
+    """
+    try:
+        from spatialpath.metrics import REGISTRY
+    except ImportError:
+        return {}
+    out = {}
+    for m in metrics:
+        labels = getattr(REGISTRY.get(m), "value_labels", None)
+        if labels:
+            out[m] = {str(k): str(v) for k, v in sorted(labels.items())}
+    return out
+
+
+def _codes_text(codes: dict[str, str]) -> str:
+    return "Codes: " + ", ".join(f"{k} = {v}" for k, v in codes.items()) + "."
+
+
 def _row(table: str, series: pd.Series, label: str, unit: str, derivation: str) -> dict[str, Any]:
     code, levels = dtype_code(series)
     return {
@@ -140,6 +166,13 @@ def data_dictionary(
     ``column_map`` is the output of :func:`~spatialpath.export.wide_column_map`.
     """
     rows = _describe("long", long, set())
+    metrics = list(dict.fromkeys(long["metric"].dropna()))
+    codes = value_codes(metrics)
+    for r in rows:
+        if r["column"] == "value" and codes:
+            r["derivation"] += (
+                " Coded metrics: " + "; ".join(f"{m} ({_codes_text(c)[:-1]})" for m, c in codes.items()) + "."
+            )
     levels = json.dumps(list(STATUSES) + (list(AGGREGATE_STATUSES) if aggregated else []))
     how = "pooled over the sample's evaluable images" if aggregated else "value of the long row"
     mapped: dict[str, tuple[dict[str, Any], bool]] = {}
@@ -161,7 +194,9 @@ def data_dictionary(
         else:
             unit = "" if pd.isna(rec["unit"]) else rec["unit"]
             rows.append(_row("wide", wide[c], what, unit, f"{how} with {where}") | key)
-    metrics = list(dict.fromkeys(long["metric"].dropna()))
+            if key["metric"] in codes:
+                rows[-1]["levels"] = json.dumps(codes[key["metric"]], ensure_ascii=False)
+                rows[-1]["derivation"] += ". " + _codes_text(codes[key["metric"]])
     definitions = _metric_definitions(metrics)
     for m in metrics:
         sub = long[long["metric"] == m]
@@ -174,11 +209,12 @@ def data_dictionary(
                 "label": definitions.get(m, (m, ""))[0],
                 "unit": "; ".join(units),
                 "type": "float64",
-                "levels": "",
+                "levels": json.dumps(codes[m], ensure_ascii=False) if m in codes else "",
                 "derivation": " ".join(
                     p
                     for p in (
                         definitions.get(m, ("", ""))[1],
+                        _codes_text(codes[m]) if m in codes else "",
                         "Parameters: " + (params[0] if len(params) == 1 else f"{len(params)} different sets"),
                     )
                     if p

@@ -81,7 +81,10 @@ def write_tables(
     inputs
         Input files of the run (recorded in the manifest; by file name only when de-identifying).
     parameters
-        Extra parameters for the manifest (``long_df.attrs["biomarker_table"]`` is added).
+        Extra parameters for the manifest (``long_df.attrs["biomarker_table"]`` is added, with
+        the regions' provenance under ``"regions"``). When de-identifying, every string in them
+        and in ``long_df.attrs`` (Parquet schema metadata) has its file paths redacted and its
+        original ids (values of the id columns) replaced by their pseudonyms.
 
     Returns
     -------
@@ -119,8 +122,9 @@ def write_tables(
             "or choose another out_dir/name"
         )
     deid_record: dict[str, Any] | None = None
+    clean: Callable[[Any], Any] = redact_paths
     if deidentify is not None:
-        long_df, wide_df, deid_record = apply_deidentify(deidentify, long_df, wide_df)
+        long_df, wide_df, deid_record, clean = apply_deidentify(deidentify, long_df, wide_df)
     cmap = wide_column_map(long_df, reserved=image_columns(long_df))
     absent = [c for c in cmap["column"] if c not in wide_df.columns]
     if absent:
@@ -158,8 +162,8 @@ def write_tables(
     }
     if deid_record is None:
         params["out_dir"] = str(out)
-    else:
-        params = redact_paths(params)
+    else:  # paths redacted, original ids replaced in every string (user parameters included)
+        params = clean(params)
     written["manifest"] = paths["manifest"]
     outputs = [p for k, p in written.items() if k != "manifest"]
     command = "spatialpath.export.write_tables(long_df, wide_df, out_dir, ...)"

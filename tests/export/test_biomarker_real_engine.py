@@ -130,3 +130,119 @@ def test_regions_none_derives_tissue_from_cells(tmp_path):
     paths = write_tables(long, wide, tmp_path, formats=["csv"])
     manifest = json.loads(paths["manifest"].read_text())
     assert manifest["parameters"]["biomarker_table"]["regions"]["source"] == "tissue_from_cells"
+
+
+# ---------------------------------------------------------------- review B6, B7, B9, CN labels
+
+
+def test_immune_phenotype_codes_in_dictionary(tmp_path):
+    """B6: the codes 0/1/2 are explained (registry value_labels) in the CSV and Excel dictionary."""
+    pytest.importorskip("openpyxl")
+    a = _cells(["A"], types=("CD8 T", "Tum"))
+    regions = gpd.GeoDataFrame(
+        [("A", "tumour", TUMOUR), ("A", "stroma", STROMA)],
+        columns=["image_id", "compartment", "geometry"],
+        geometry="geometry",
+    )
+    long, wide = biomarker_table(a, regions, metrics=["immune_phenotype", "density"], min_cells=10)
+    paths = write_tables(long, wide, tmp_path / "o", formats=["csv", "xlsx"])
+    codes = '{"0": "desert", "1": "excluded", "2": "inflamed"}'
+    for dd in (
+        pd.read_csv(paths["dictionary_csv"], dtype=str, keep_default_na=False),
+        pd.read_excel(paths["xlsx"], sheet_name="dictionary", dtype=str).fillna(""),
+    ):
+        rows = dd[dd["metric"] == "immune_phenotype"]
+        coded = rows[~rows["column"].str.startswith("status__")]
+        assert sorted(coded["table"]) == ["metric", "wide"]
+        assert (coded["levels"] == codes).all()
+        assert coded["derivation"].str.contains("Codes: 0 = desert, 1 = excluded, 2 = inflamed.").all()
+        density = dd[(dd["metric"] == "density") & (dd["table"] == "metric")]
+        assert density["levels"].tolist() == [""]  # uncoded metrics get no codes
+        value = dd[(dd["table"] == "long") & (dd["column"] == "value")]
+        assert "immune_phenotype (Codes: 0 = desert" in value["derivation"].iloc[0]
+    call = wide.loc[0, "immune_phenotype__tissue__CD8_T"]
+    assert call in (0.0, 1.0, 2.0)
+
+
+def test_sample_fraction_counts_cells_of_image_without_tumour():
+    """B7: an annotated image without tumour has 0 of its cells in tumour (denominator kept)."""
+    a = _cells(["A", "B"], n=400, seed=3)  # one sample S1
+    tissue = shapely.box(0, 0, 1000, 1000)
+    regions = gpd.GeoDataFrame(
+        [("A", "tissue", tissue), ("A", "tumour", TUMOUR), ("B", "tissue", tissue)],
+        columns=["image_id", "compartment", "geometry"],
+        geometry="geometry",
+    )
+    kw = {"metrics": ["count", "fraction_in_compartment"], "min_cells": 10}
+    long, wide = biomarker_table(a, regions, aggregate="sample", **kw)
+    in_a, all_a, all_b = (
+        _inside(a, "A", TUMOUR, "CD8"),
+        _inside(a, "A", tissue, "CD8"),
+        _inside(a, "B", tissue, "CD8"),
+    )
+    assert all_b > 0
+    w = wide.set_index("sample_id")
+    assert w.loc["S1", "fraction_in_compartment__tissue__CD8"] == pytest.approx(in_a / (all_a + all_b))
+    assert w.loc["S1", "status__fraction_in_compartment__tissue__CD8"] == "ok"
+    assert w.loc["S1", "tumour_area_mm2"] == pytest.approx(0.24)  # A's 0.24 + B's structural 0
+    row = long[
+        (long["image_id"] == "B")
+        & (long["metric"] == "fraction_in_compartment")
+        & (long["cell_type"] == "CD8")
+    ]
+    assert row[["value", "n_cells_a", "n_cells_b", "status"]].iloc[0].tolist() == [0.0, 0, all_b, "ok"]
+    # per-image wide agrees; an image with no region at all stays compartment_absent
+    _, per_image = biomarker_table(a, regions[regions["image_id"] == "A"], **kw)
+    st = per_image.set_index("image_id")["status__fraction_in_compartment__tissue__CD8"]
+    assert st.to_dict() == {"A": "ok", "B": "compartment_absent"}
+
+
+def test_region_provenance_in_manifest(tmp_path):
+    """B9: regions.attrs['spatialpath'] reaches the manifest parameters, de-identified on request."""
+    from spatialpath.export import Deidentify
+    from spatialpath.regions import make_regions
+
+    a = _cells(["P7_A"], n=300)
+    meta = {
+        "source": "qupath",
+        "pixel_size_um": 0.5,
+        "margin_bands": {"widths_um": [50, 100]},
+        "note": "P7_A",
+    }
+    regions = make_regions(["tumour", "stroma"], [TUMOUR, STROMA], image_id="P7_A", meta=meta)
+    long, wide = biomarker_table(a, regions, metrics=["count"], min_cells=10)
+    assert long.attrs["biomarker_table"]["regions"] == {"source": "polygons", "provenance": meta}
+    paths = write_tables(long, wide, tmp_path / "o", formats=["csv"])
+    assert (
+        json.loads(paths["manifest"].read_text())["parameters"]["biomarker_table"]["regions"]["provenance"]
+        == meta
+    )
+    deid = Deidentify(key="k" * 20)
+    paths = write_tables(long, wide, tmp_path / "d", formats=["csv"], deidentify=deid)
+    got = json.loads(paths["manifest"].read_text())["parameters"]["biomarker_table"]["regions"]
+    assert got["provenance"] == {**meta, "note": deid.pseudonym("P7_A")}
+    # a mapping image_id -> GeoDataFrame: provenance per image
+    long2, _ = biomarker_table({"P7_A": a}, {"P7_A": regions}, metrics=["count"], min_cells=10)
+    assert long2.attrs["biomarker_table"]["regions"] == {"source": "polygons", "per_image": {"P7_A": meta}}
+
+
+def test_cn_categories_unified_across_inputs():
+    """CN labels with different categories per input: their union, a CN absent from an input is 0."""
+    a1, a2 = _cells(["A"], n=300, seed=1), _cells(["B"], n=300, seed=2)
+    a1.obs["cn"] = pd.Categorical(np.where(np.arange(300) % 2, "CN1", "CN2"))
+    a2.obs["cn"] = pd.Categorical(np.where(np.arange(300) % 3, "CN3", "CN1"))
+    tissue = shapely.box(0, 0, 1000, 1000)
+    regions = gpd.GeoDataFrame(
+        [("A", "tissue", tissue), ("B", "tissue", tissue)],
+        columns=["image_id", "compartment", "geometry"],
+        geometry="geometry",
+    )
+    _, wide = biomarker_table([a1, a2], regions, metrics=["cn_frequency"], min_cells=10)
+    w = wide.set_index("image_id")
+    assert w.loc[
+        "A", ["cn_frequency__tissue__CN1", "cn_frequency__tissue__CN2", "cn_frequency__tissue__CN3"]
+    ].tolist() == [0.5, 0.5, 0.0]
+    assert w.loc["B", "cn_frequency__tissue__CN2"] == 0.0
+    assert w.loc["B", "cn_frequency__tissue__CN1"] == pytest.approx(100 / 300)
+    assert w.loc["B", "status__cn_frequency__tissue__CN2"] == "ok"
+    assert list(a1.obs["cn"].cat.categories) == ["CN1", "CN2"]  # caller's data untouched

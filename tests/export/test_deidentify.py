@@ -53,7 +53,10 @@ def test_no_identifier_path_or_key_in_any_output(identified, cells, syn, tmp_pat
     inputs.write_bytes(b"cells")
     out = tmp_path / "out"
     deid = Deidentify(key=KEY, drop=("clinician_note",))
-    paths = write_tables(long, wide, out, deidentify=deid, inputs=[inputs], parameters={"input": str(inputs)})
+    long = long.copy()  # ids inside user parameters and attrs (B8): replaced in manifest and Parquet
+    long.attrs = {"biomarker_table": {"note": "run for P001_S1_I1", "excluded": ["P002"]}}
+    user = {"input": str(inputs), "comment": "P002 excluded", "P001": {"why": "pilot P001_S2"}}
+    paths = write_tables(long, wide, out, deidentify=deid, inputs=[inputs], parameters=user)
     secrets = {KEY, syn.SOURCE, "/data/trial", str(tmp_path), "Dr. Who", "2020-01-0", "2019-12-1"}
     secrets |= {str(v) for c in ("patient_id", "sample_id", "image_id") for v in cells.obs[c].unique()}
     files = sorted(p for p in out.iterdir())
@@ -75,6 +78,17 @@ def test_no_identifier_path_or_key_in_any_output(identified, cells, syn, tmp_pat
         "surgery",
     ]
     assert "out_dir" not in manifest["parameters"]
+    p1, p2 = deid.pseudonym("P001"), deid.pseudonym("P002")
+    assert manifest["parameters"]["comment"] == f"{p2} excluded"
+    assert manifest["parameters"][p1] == {"why": f"pilot {deid.pseudonym('P001_S2')}"}
+    assert manifest["parameters"]["biomarker_table"] == {
+        "note": f"run for {deid.pseudonym('P001_S1_I1')}",
+        "excluded": [p2],
+    }
+    import pyarrow.parquet as pq
+
+    attrs = json.loads(pq.read_schema(paths["long_parquet"]).metadata[b"PANDAS_ATTRS"])
+    assert attrs["biomarker_table"]["excluded"] == [p2]
     params = json.loads(got_long["parameters"].iloc[0])
     assert params == {"min_cells": 5, "source": "<redacted>"}
 
@@ -116,7 +130,15 @@ def test_function_deidentify(tables, tmp_path):
     def strip_ids(df):
         return df.drop(columns=[c for c in ("patient_id", "sample_id") if c in df])
 
-    paths = write_tables(long, wide, tmp_path, formats=["csv"], deidentify=strip_ids)
+    long = long.copy()
+    long.attrs = {"biomarker_table": {"note": "run for P001_S1_I1"}}
+    paths = write_tables(
+        long, wide, tmp_path, formats=["csv"], deidentify=strip_ids, parameters={"c": "P002 excluded"}
+    )
+    manifest = json.loads(paths["manifest"].read_text())
+    # a user function's pseudonyms are unknown: original ids in other strings are redacted
+    assert manifest["parameters"]["c"] == "<redacted> excluded"
+    assert manifest["parameters"]["biomarker_table"] == {"note": "run for <redacted>"}
     text = paths["long_csv"].read_text()
     assert "P001_S1," not in text
     assert "/data/trial" not in text
