@@ -9,25 +9,14 @@ from __future__ import annotations
 from typing import Final
 
 from spatialpath.keys import Key
+from spatialpath.metrics._registry import COLUMNS
+from spatialpath.metrics._registry import STATUSES as _METRIC_STATUSES
 
 #: columns of the long metrics frame returned by ``spatialpath.metrics.compute`` (the contract).
-METRIC_COLUMNS: Final = (
-    Key.obs.image_id,
-    Key.obs.compartment,
-    "metric",
-    "cell_type",
-    "cell_type_b",
-    "value",
-    "unit",
-    "n_cells_a",
-    "n_cells_b",
-    "area_mm2",
-    "status",
-    "parameters",
-)
+METRIC_COLUMNS: Final = COLUMNS
 
 #: statuses a metric row may carry (the metrics contract).
-STATUSES: Final = ("ok", "zero_denominator", "below_min_cells", "compartment_absent", "censored")
+STATUSES: Final = tuple(_METRIC_STATUSES)
 #: further statuses of a sample-level (aggregated) wide cell.
 AGGREGATE_STATUSES: Final = ("not_aggregated", "no_evaluable_image")
 

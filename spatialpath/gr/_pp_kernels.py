@@ -19,9 +19,9 @@ from spatialpath.gr._pp_passes import (
     STAT_J,
     STAT_K,
     TRANSLATION,
-    _lut,
     _nn_pass,
     _pair_pass,
+    distance_table,
 )
 
 __all__ = ["BORDER", "HANISCH", "NONE", "STAT_G", "STAT_G_PCF", "STAT_J", "STAT_K", "TRANSLATION", "evaluate",
@@ -127,10 +127,7 @@ def evaluate(labels, args, out):
     acc = np.zeros((n_types, n_types, m + 1), np.float64)
     facc = np.zeros((n_types, m + 1), np.float64)
     if stat in (STAT_K, STAT_G_PCF):
-        thr2 = np.empty(m + 1, np.float64)
-        thr2[:m] = r * r
-        thr2[m] = np.inf
-        lut, inv_w = _lut(thr2, reach)
+        thr2, lut, inv_w = distance_table(r, reach)
         _pair_pass(
             lab,
             x,
@@ -191,10 +188,7 @@ def _pair_pass_parallel(
 ):
     n = x.shape[0]
     m = r.shape[0]
-    thr2 = np.empty(m + 1, np.float64)
-    thr2[:m] = r * r
-    thr2[m] = np.inf
-    lut, inv_w = _lut(thr2, reach)
+    thr2, lut, inv_w = distance_table(r, reach)
     accs = np.zeros((n_chunks, n_types, n_types, m + 1), np.float64)
     step = (n + n_chunks - 1) // n_chunks
     for c in numba.prange(n_chunks):

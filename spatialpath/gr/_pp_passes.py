@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["BINS_PER_REACH", "Grid", "build_grid", "distance_lut"]
+__all__ = ["BINS_PER_REACH", "Grid", "build_grid", "distance_table"]
 
 NONE, TRANSLATION, BORDER, HANISCH = 0, 1, 2, 3
 STAT_K, STAT_G_PCF, STAT_G, STAT_J = 0, 1, 2, 3
@@ -92,21 +92,17 @@ _BLOCK = 256
 _N_BUCKETS = 4096
 
 
-def distance_lut(r: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray, float]:
+@numba.njit
+def distance_table(r, reach):
     """``(thr2, lut, inv_w)``: squared distances with a +inf sentinel, and the bucket start table.
 
     For ``d²`` in bucket ``u = ⌊d² · inv_w⌋``, ``lut[u]`` is the first ``k`` with ``r[k]² ≥ u / inv_w``,
     a lower bound of the first ``k`` with ``r[k] ≥ d``; the kernels step up from there.
     """
-    thr2 = np.append(np.asarray(r, np.float64) ** 2, np.inf)
-    inv_w = _N_BUCKETS / max(reach * reach, 1e-300)
-    lut = np.searchsorted(thr2, np.arange(_N_BUCKETS + 1) / inv_w, side="left").astype(np.int64)
-    return thr2, lut, inv_w
-
-
-@numba.njit
-def _lut(thr2, reach):
-    """Numba version of :func:`distance_lut` (from ``thr2`` with its sentinel)."""
+    m = r.shape[0]
+    thr2 = np.empty(m + 1, np.float64)
+    thr2[:m] = r * r
+    thr2[m] = np.inf
     inv_w = _N_BUCKETS / max(reach * reach, 1e-300)
     lut = np.empty(_N_BUCKETS + 1, np.int64)
     k = 0
@@ -115,7 +111,7 @@ def _lut(thr2, reach):
         while thr2[k] < lo:
             k += 1
         lut[u] = k
-    return lut, inv_w
+    return thr2, lut, inv_w
 
 
 @numba.njit(inline="always")
