@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 from spatialpath._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spatialpath import datasets, export, gr, io, keys, metrics, model, pl, provenance, regions
+    from spatialpath import align, datasets, export, gr, io, keys, metrics, model, pl, provenance, regions
 
 __all__ = [
     "__version__",
+    "align",
     "datasets",
     "export",
     "gr",
@@ -36,10 +37,10 @@ __all__ = [
     "regions",
 ]
 
-#: subpackages and modules loaded lazily on attribute access (later: align, pipeline;
+#: subpackages and modules loaded lazily on attribute access (later: pipeline;
 #: napari is reached only through its own entry point, never from here).
 _LAZY = frozenset(
-    {"datasets", "export", "gr", "io", "keys", "metrics", "model", "pl", "provenance", "regions"}
+    {"align", "datasets", "export", "gr", "io", "keys", "metrics", "model", "pl", "provenance", "regions"}
 )
 
 
