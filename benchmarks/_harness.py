@@ -87,3 +87,17 @@ def timed(setup: str, run: str) -> dict[str, float]:
         r = run_case(setup + _MARK, f"_c0 = time.process_time()\n{run}\n{record}")
         cpu, delta = out.read_text().split()
     return {**r, "cpu_seconds": float(cpu), "delta_peak_gib": float(delta)}
+
+
+def print_timed_table(rows: list[tuple[str, dict[str, float] | None, str]]) -> None:
+    """Markdown table of :func:`timed` results: (case, result or None for a skipped case, budget)."""
+    print("| case | wall s | CPU s | peak RSS (GiB) | Δ peak in the timed block (GiB) | budget |")
+    print("|---|---|---|---|---|---|")
+    for name, r, budget in rows:
+        if r is None:
+            print(f"| {name} | - | - | - | - | {budget} |")
+            continue
+        print(
+            f"| {name} | {r['seconds']:.3f} | {r['cpu_seconds']:.2f} | {r['peak_gib']:.2f} "
+            f"| {r['delta_peak_gib']:.3f} | {budget} |"
+        )

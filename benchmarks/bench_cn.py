@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from _harness import UNIFORM_CELLS, timed
+from _harness import UNIFORM_CELLS, print_timed_table, timed
 
 SETUP = (
     UNIFORM_CELLS
@@ -77,16 +77,7 @@ def main() -> None:
             print(f"{name} {label}: {r}", flush=True)
     print(f"load average at end: {os.getloadavg()}")
     print()
-    print("| case | wall s | CPU s | peak RSS (GiB) | Δ peak in the timed block (GiB) | budget |")
-    print("|---|---|---|---|---|---|")
-    for name, r, budget in rows:
-        if r is None:
-            print(f"| {name} | - | - | - | - | {budget} |")
-            continue
-        print(
-            f"| {name} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['peak_gib']:.2f} "
-            f"| {r['delta_peak_gib']:.3f} | {budget} |"
-        )
+    print_timed_table(rows)
 
 
 if __name__ == "__main__":

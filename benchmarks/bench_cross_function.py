@@ -21,7 +21,7 @@ import os
 
 os.environ["NUMBA_NUM_THREADS"] = "2"  # inherited by the child processes
 
-from _harness import UNIFORM_CELLS, timed
+from _harness import UNIFORM_CELLS, print_timed_table, timed
 
 #: permutations of the 10^6-cell envelope case: valid pointwise envelopes and ERL global test at 0.05.
 N_PERMS_1E6 = 199
@@ -74,13 +74,7 @@ def main() -> None:
             print(f"{name} {label}: {r}", flush=True)
     print(f"load average at end: {os.getloadavg()}")
     print()
-    print("| case | wall s | CPU s | peak RSS (GiB) | Δ peak in the timed block (GiB) | budget |")
-    print("|---|---|---|---|---|---|")
-    for name, r, budget in rows:
-        print(
-            f"| {name} | {r['seconds']:.2f} | {r['cpu_seconds']:.1f} | {r['peak_gib']:.2f} "
-            f"| {r['delta_peak_gib']:.3f} | {budget} |"
-        )
+    print_timed_table(rows)
     print()
     sq = results["squidpy ripley L (100 CSR sims)", "1e5"]
     for ours in ("spatialpath L, 144 pairs, observed", "spatialpath L, 144 pairs, 99 perms"):

@@ -21,7 +21,7 @@ import os
 os.environ["NUMBA_NUM_THREADS"] = "2"  # inherited by the child processes
 
 
-from _harness import UNIFORM_CELLS, timed
+from _harness import UNIFORM_CELLS, print_timed_table, timed
 
 SETUP = (
     UNIFORM_CELLS
@@ -83,13 +83,7 @@ def main() -> None:
             print(f"{name} {label}: {r}", flush=True)
     print(f"load average at end: {os.getloadavg()}")
     print()
-    print("| case | wall s | CPU s | peak RSS (GiB) | Δ peak in the timed block (GiB) | budget |")
-    print("|---|---|---|---|---|---|")
-    for name, r, budget in rows:
-        print(
-            f"| {name} | {r['seconds']:.3f} | {r['cpu_seconds']:.2f} | {r['peak_gib']:.2f} "
-            f"| {r['delta_peak_gib']:.3f} | {budget} |"
-        )
+    print_timed_table(rows)
     print()
     for label in SIZES:
         theirs = results.get(("squidpy 1000 perms n_jobs=1", label))
