@@ -28,7 +28,8 @@ def apply_transform(obj: Any, transform: Transform) -> Any:
         transform appended to ``uns["spatialpath"]["transforms"]``); a shapely geometry; or a
         GeoDataFrame/GeoSeries (polygons of :mod:`spatialpath.regions`).
     transform
-        The affine map.
+        The map (affine, or non-rigid with a displacement field: polygon vertices are mapped one by
+        one, so densify long edges first when the field bends over their length).
 
     Examples
     --------
@@ -60,7 +61,10 @@ def apply_transform(obj: Any, transform: Transform) -> Any:
         return shapely.transform(obj, transform.apply_points)
     if hasattr(obj, "affine_transform") and hasattr(obj, "geometry"):  # GeoDataFrame / GeoSeries
         out = obj.copy()
-        geoms = out.geometry.affine_transform([a, b, d, e, xoff, yoff])
+        if transform.displacement is None:
+            geoms = out.geometry.affine_transform([a, b, d, e, xoff, yoff])
+        else:  # non-rigid: every vertex mapped (edges stay straight between vertices)
+            geoms = out.geometry.apply(lambda g: shapely.transform(g, transform.apply_points))
         out = out.set_geometry(geoms) if hasattr(out, "set_geometry") else geoms
         out.attrs = {**obj.attrs, TRANSFORMS_KEY: [*obj.attrs.get(TRANSFORMS_KEY, []), transform.to_dict()]}
         return out

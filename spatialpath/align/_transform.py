@@ -1,9 +1,11 @@
-"""Affine transforms between named coordinate frames (µm), with composition, inverse and serialisation.
+"""Transforms between named coordinate frames (µm), with composition, inverse and serialisation.
 
 A :class:`Transform` maps coordinates of its ``source`` frame to its ``target`` frame:
 ``[x', y', 1]ᵀ = M · [x, y, 1]ᵀ`` with ``x`` the column axis and ``y`` the row axis, both in µm
-(the data model's convention: ``obsm["spatial"][:, 0]`` is x). Composition checks the frames:
-``(b @ a)`` applies ``a`` then ``b`` and requires ``a.target == b.source``.
+(the data model's convention: ``obsm["spatial"][:, 0]`` is x), optionally followed by a
+:class:`~spatialpath.align.DisplacementField` ``d`` in the target frame (non-rigid):
+``T(x) = z + d(z)`` with ``z = M x``. Composition checks the frames: ``(b @ a)`` applies ``a`` then
+``b`` and requires ``a.target == b.source``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from spatialpath.align._displacement import DisplacementField
 from spatialpath.model import DataModelError
 
 __all__ = ["Transform"]
 
-Kind = Literal["identity", "translation", "rigid", "similarity", "affine"]
+Kind = Literal["identity", "translation", "rigid", "similarity", "affine", "nonrigid"]
 #: tolerance of the kind classification and of the invertibility check.
 _TOL = 1e-9
 
@@ -42,7 +45,17 @@ def _check_matrix(matrix: Any) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Transform:
-    """An affine map from frame ``source`` to frame ``target`` (coordinates in µm).
+    """A map from frame ``source`` to frame ``target`` (µm): an affine, optionally non-rigid.
+
+    Parameters
+    ----------
+    matrix
+        3×3 (or 2×3) affine matrix acting on ``[x, y, 1]``.
+    source, target
+        Frame names; composition requires them to chain.
+    displacement
+        Optional :class:`~spatialpath.align.DisplacementField` applied after the affine, in the
+        target frame: ``T(x) = z + d(z)``, ``z = M x``.
 
     Examples
     --------
@@ -56,9 +69,15 @@ class Transform:
     matrix: np.ndarray
     source: str = "source"
     target: str = "global"
+    displacement: DisplacementField | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "matrix", _check_matrix(self.matrix))
+        if self.displacement is not None and not isinstance(self.displacement, DisplacementField):
+            raise DataModelError(
+                "Transform.displacement must be a spatialpath.align.DisplacementField or None, got "
+                f"{type(self.displacement).__name__}"
+            )
         for name in ("source", "target"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise DataModelError(
@@ -104,8 +123,23 @@ class Transform:
         return self.matrix[:2, 2]
 
     @property
+    def is_affine(self) -> bool:
+        """True when there is no displacement field."""
+        return self.displacement is None
+
+    @property
+    def affine(self) -> Transform:
+        """The affine part alone (the displacement field dropped)."""
+        return Transform(self.matrix, self.source, self.target)
+
+    @property
     def kind(self) -> Kind:
-        """The narrowest class of the matrix: identity ⊂ translation ⊂ rigid ⊂ similarity ⊂ affine."""
+        """The class: ``"nonrigid"`` with a displacement field, else the narrowest class of the matrix.
+
+        identity ⊂ translation ⊂ rigid ⊂ similarity ⊂ affine.
+        """
+        if self.displacement is not None:
+            return "nonrigid"
         a = self.linear
         if np.allclose(a, np.eye(2), atol=_TOL):
             return "identity" if np.allclose(self.translation, 0.0, atol=_TOL) else "translation"
@@ -136,8 +170,16 @@ class Transform:
 
     # ------------------------------------------------------------------ algebra
     def inverse(self) -> Transform:
-        """The map from ``target`` back to ``source``."""
-        return Transform(np.linalg.inv(self.matrix), self.target, self.source)
+        """The map from ``target`` back to ``source``.
+
+        With a displacement field ``d``: ``T⁻¹(y) = M⁻¹(y + e(y))`` with ``e`` the inverse field
+        (:meth:`DisplacementField.inverse`), rewritten as affine-then-field by conjugating ``e``.
+        """
+        inv = np.linalg.inv(self.matrix)
+        if self.displacement is None:
+            return Transform(inv, self.target, self.source)
+        field = self.displacement.inverse().transformed(inv)
+        return Transform(inv, self.target, self.source, field)
 
     def __matmul__(self, other: Transform) -> Transform:
         """``self @ other``: apply ``other`` first; its target frame must be this transform's source."""
@@ -148,34 +190,65 @@ class Transform:
                 f"cannot compose: the first transform maps {other.source!r} → {other.target!r} but the "
                 f"second starts from {self.source!r}; frames must chain (a.target == b.source for b @ a)"
             )
-        return Transform(self.matrix @ other.matrix, other.source, self.target)
+        matrix = self.matrix @ other.matrix
+        first, second = other.displacement, self.displacement
+        if first is None:
+            return Transform(matrix, other.source, self.target, second)
+        first = first.transformed(self.matrix)  # carry the first field through this affine: exact
+        if second is None:
+            return Transform(matrix, other.source, self.target, first)
+        # two fields: sample D2(z + d1(z)) − z on the second field's nodes (bilinear between them)
+        nodes = second.nodes()
+        moved = nodes + first(nodes)
+        values = (moved + second(moved) - nodes).T.reshape(2, *second.shape)
+        return Transform(matrix, other.source, self.target, DisplacementField(values, second.grid))
 
     def apply_points(self, xy: Any) -> np.ndarray:
         """Map ``(n, 2)`` points (x, y in µm) of ``source`` into ``target``."""
         pts = np.asarray(xy, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise DataModelError(f"points must be an (n, 2) array of x, y in µm, got shape {pts.shape}")
-        return pts @ self.linear.T + self.translation
+        out = pts @ self.linear.T + self.translation
+        return out if self.displacement is None else self.displacement.apply(out)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe record (``type``, ``source``, ``target``, ``matrix`` row-major, ``units``)."""
-        return {
-            "type": "affine",
+        """A JSON-safe record: ``type``, ``source``, ``target``, ``matrix`` (row-major), ``units``.
+
+        A non-rigid transform adds ``displacement``, the field's record.
+        """
+        record: dict[str, Any] = {
+            "type": "affine" if self.displacement is None else "affine+displacement",
             "source": self.source,
             "target": self.target,
             "units": "um",
             "matrix": self.matrix.tolist(),
         }
+        if self.displacement is not None:
+            record["displacement"] = self.displacement.to_dict()
+        return record
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Transform:
-        """Inverse of :meth:`to_dict`; refuses other types and units."""
-        if record.get("type") != "affine":
-            raise DataModelError(f"unknown transform type {record.get('type')!r}; expected 'affine'")
+        """Inverse of :meth:`to_dict` (exact); refuses other types and units."""
+        kind = record.get("type")
+        if kind not in ("affine", "affine+displacement"):
+            raise DataModelError(
+                f"unknown transform type {kind!r}; expected 'affine' or 'affine+displacement'"
+            )
         if record.get("units", "um") != "um":
             raise DataModelError(f"transform units must be 'um', got {record.get('units')!r}")
-        return cls(np.asarray(record["matrix"], float), str(record["source"]), str(record["target"]))
+        field = None
+        if kind == "affine+displacement":
+            if "displacement" not in record:
+                raise DataModelError("an 'affine+displacement' record needs its 'displacement' field record")
+            field = DisplacementField.from_dict(record["displacement"])
+        return cls(np.asarray(record["matrix"], float), str(record["source"]), str(record["target"]), field)
+
+    @classmethod
+    def from_json(cls, text: str) -> Transform:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
 
     def to_json(self) -> str:
         """:meth:`to_dict` as JSON (floats in shortest round-trip form)."""
@@ -183,8 +256,10 @@ class Transform:
 
     def __repr__(self) -> str:
         rows = self.matrix[:2].round(6).tolist()
-        return f"Transform({self.kind}, {self.source!r} → {self.target!r}, matrix={rows})"
+        extra = "" if self.displacement is None else f", displacement={self.displacement!r}"
+        return f"Transform({self.kind}, {self.source!r} → {self.target!r}, matrix={rows}{extra})"
 
     def _repr_html_(self) -> str:
         rows = "".join("<tr>" + "".join(f"<td>{v:.6g}</td>" for v in row) + "</tr>" for row in self.matrix)
-        return f"<b>Transform</b> ({self.kind}) {self.source} → {self.target}<table>{rows}</table>"
+        extra = "" if self.displacement is None else f"<br>then {self.displacement!r}"
+        return f"<b>Transform</b> ({self.kind}) {self.source} → {self.target}<table>{rows}</table>{extra}"
