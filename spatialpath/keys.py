@@ -43,12 +43,18 @@ class _Obs:
     area_um2: Final = "area_um2"
     #: cellular neighbourhood of each cell (Schürch et al. 2020 preset); its model in ``uns["cn"]``.
     cellular_neighborhood: Final = "cn"
+    #: obs_name of the spot a cell lies in (:func:`spatialpath.align.spots_to_cells`).
+    spot: Final = "spot"
+    #: number of cells inside each spot (:func:`spatialpath.align.cells_to_spots`).
+    n_cells: Final = "n_cells"
 
 
 class _Obsm:
     """Keys of ``adata.obsm``."""
 
     spatial: Final = "spatial"
+    #: mean marker intensity of the cells inside each spot, spots × markers DataFrame (NaN: no cell).
+    marker_mean: Final = "marker_mean"
 
 
 class _Obsp:
@@ -125,6 +131,8 @@ class _Uns:
     moran: Final = "moranI"
     #: Geary's C table (squidpy convention).
     geary: Final = "gearyC"
+    #: cross-modal transfer record (spatialpath): cell–spot link table, spot diameter, unassigned cells.
+    transfer: Final = "spatialpath_transfer"
 
 
 class _Attrs:

@@ -2,6 +2,17 @@
 
 from spatialpath.align._apply import apply_transform
 from spatialpath.align._displacement import DisplacementField, InverseError
+from spatialpath.align._landmarks import LandmarkRegistration, register_landmarks
+from spatialpath.align._transfer import cells_to_spots, spots_to_cells
 from spatialpath.align._transform import Transform
 
-__all__ = ["DisplacementField", "InverseError", "Transform", "apply_transform"]
+__all__ = [
+    "DisplacementField",
+    "InverseError",
+    "LandmarkRegistration",
+    "Transform",
+    "apply_transform",
+    "cells_to_spots",
+    "register_landmarks",
+    "spots_to_cells",
+]
