@@ -3,6 +3,7 @@
 from spatialpath.align._apply import apply_transform
 from spatialpath.align._displacement import DisplacementField, InverseError
 from spatialpath.align._landmarks import LandmarkRegistration, register_landmarks
+from spatialpath.align._resample import warp_image
 from spatialpath.align._transfer import cells_to_spots, spots_to_cells
 from spatialpath.align._transform import Transform
 
@@ -15,4 +16,5 @@ __all__ = [
     "cells_to_spots",
     "register_landmarks",
     "spots_to_cells",
+    "warp_image",
 ]

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+import xarray as xr
 from anndata import AnnData
 
 from spatialpath.align._transform import Transform
@@ -26,7 +27,10 @@ def apply_transform(obj: Any, transform: Transform) -> Any:
     obj
         ``(n, 2)`` points (x, y in µm); an AnnData (a copy whose ``obsm["spatial"]`` is mapped, the
         transform appended to ``uns["spatialpath"]["transforms"]``); a shapely geometry; or a
-        GeoDataFrame/GeoSeries (polygons of :mod:`spatialpath.regions`).
+        GeoDataFrame/GeoSeries (polygons of :mod:`spatialpath.regions`); or a µm image / label mask
+        ``xarray.DataArray``, which is *resampled* (pull-back through ``T⁻¹``, lazily, by
+        :func:`~spatialpath.align.warp_image` with its defaults) while everything else is
+        mapped forward by ``T``.
     transform
         The map (affine, or non-rigid with a displacement field: polygon vertices are mapped one by
         one, so densify long edges first when the field bends over their length).
@@ -68,6 +72,10 @@ def apply_transform(obj: Any, transform: Transform) -> Any:
         out = out.set_geometry(geoms) if hasattr(out, "set_geometry") else geoms
         out.attrs = {**obj.attrs, TRANSFORMS_KEY: [*obj.attrs.get(TRANSFORMS_KEY, []), transform.to_dict()]}
         return out
+    if isinstance(obj, xr.DataArray):  # images and label masks: resampled, not mapped forward
+        from spatialpath.align._resample import warp_image  # (that module imports this one)
+
+        return warp_image(obj, transform)
     arr = np.asarray(obj)
     if arr.dtype.kind in "fiu":
         return transform.apply_points(arr)

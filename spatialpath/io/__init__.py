@@ -19,6 +19,9 @@ from spatialpath.io._mcd import read_mcd
 from spatialpath.io._merscope import merscope_image, read_merscope, read_merscope_transcripts
 from spatialpath.io._phenotype import phenotype, rescale_to_gates
 from spatialpath.io._quantify import STATISTICS, quantify
+from spatialpath.io._spatialdata import SpatialPathElements
+from spatialpath.io._spatialdata_read import from_spatialdata
+from spatialpath.io._spatialdata_write import to_spatialdata
 from spatialpath.io._visium import (
     VISIUM_SPOT_DIAMETER_FULLRES_UM,
     read_visium,
@@ -36,7 +39,9 @@ __all__ = [
     "TABLE_FORMATS",
     "VISIUM_SPOT_DIAMETER_FULLRES_UM",
     "ReaderError",
+    "SpatialPathElements",
     "cosmx_fov_image",
+    "from_spatialdata",
     "merscope_image",
     "phenotype",
     "quantify",
@@ -55,6 +60,7 @@ __all__ = [
     "read_xenium",
     "read_xenium_transcripts",
     "rescale_to_gates",
+    "to_spatialdata",
     "visium_image",
     "write_h5ad",
     "write_table",
