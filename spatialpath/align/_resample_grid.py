@@ -3,7 +3,9 @@
 A grid is the 3×3 affine ``G`` from pixel index ``[col, row, 1]`` to frame µm ``[x, y, 1]`` (pixel
 centres, as in :func:`spatialpath.model.make_image`) plus its ``(rows, cols)`` shape. The source
 index of an output pixel is ``G_src⁻¹ · T⁻¹ · G_out · [col, row, 1]``; for an affine ``T`` that is
-one matrix, for a non-rigid one the inverse field is evaluated point by point.
+one matrix; for a non-rigid one the exact inverse is evaluated on a lattice every 8 output
+pixels and interpolated between, where a check at every lattice cell's centre allows it
+(blocks that fail it are quartered and retried, down to exact evaluation of 64 × 64 pixels).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from scipy import ndimage
 
 from spatialpath.align._transform import Transform
 from spatialpath.keys import Key
@@ -24,6 +27,11 @@ __all__ = ["Grid", "PixelMap", "grid_of", "output_grid", "source_windows"]
 #: so pixel-centre grids that map onto each other (90°/180° turns, flips, integer shifts) copy pixels
 #: exactly instead of interpolating with 1e-13 weights.
 _SNAP = 1e-9
+#: non-rigid maps are evaluated exactly every ``_LATTICE_PX`` output pixels and bilinearly in
+#: between, when that matches the exact map within ``_LATTICE_TOL_PX`` source pixels at every
+#: lattice cell's centre (else the block is evaluated exactly at every pixel).
+_LATTICE_PX = 8
+_LATTICE_TOL_PX = 0.05
 #: border samples of a chunk for a non-rigid map, every this many output pixels.
 _BORDER_STEP = 8
 #: interior samples of a chunk for a non-rigid map (insurance against folds), every this many pixels.
@@ -166,9 +174,64 @@ class PixelMap:
             out[0] = m[1, 0] * c + m[1, 1] * r + m[1, 2]
             out[1] = m[0, 0] * c + m[0, 1] * r + m[0, 2]
             return out
+        return self._nonrigid_block(r0, r1, c0, c1)
+
+    def _nonrigid_block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Lattice fast path where it is accurate; where not, quarter the block and retry."""
+        h, w = r1 - r0, c1 - c0
+        if h * w <= 64 * _LATTICE_PX**2:
+            return self._exact_block(r0, r1, c0, c1)
+        fast = self._lattice_block(r0, r1, c0, c1)
+        if fast is not None:
+            return fast
+        rm, cm = r0 + h // 2, c0 + w // 2
+        out = np.empty((2, h, w))
+        for a, b in ((r0, rm), (rm, r1)):
+            for c, d in ((c0, cm), (cm, c1)):
+                out[:, a - r0 : b - r0, c - c0 : d - c0] = self._nonrigid_block(a, b, c, d)
+        return out
+
+    def _exact_block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        h, w = r1 - r0, c1 - c0
         rows, cols = np.mgrid[r0:r1, c0:c1]
         pts = self.points(cols.ravel(), rows.ravel())
         return np.stack([pts[:, 1].reshape(h, w), pts[:, 0].reshape(h, w)])
+
+    def _lattice_block(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray | None:
+        """Non-rigid fast path: exact on a lattice every ``_LATTICE_PX`` pixels, bilinear between.
+
+        Accepted only if it matches the exact map within ``_LATTICE_TOL_PX`` at the centre of
+        every lattice cell (the worst place for bilinear interpolation); else ``None``.
+        """
+        lr = np.unique(np.r_[np.arange(r0, r1, _LATTICE_PX), r1 - 1]).astype(np.float64)
+        lc = np.unique(np.r_[np.arange(c0, c1, _LATTICE_PX), c1 - 1]).astype(np.float64)
+        gr, gc = np.meshgrid(lr, lc, indexing="ij")
+        lat = self.points(gc.ravel(), gr.ravel()).T.reshape(2, lr.size, lc.size)  # (col, row) source
+
+        def interpolate(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            fr = np.interp(rows, lr, np.arange(lr.size))
+            fc = np.interp(cols, lc, np.arange(lc.size))
+            return np.stack([ndimage.map_coordinates(lat[k], [fr, fc], order=1) for k in (1, 0)])
+
+        mr, mc = np.meshgrid((lr[:-1] + lr[1:]) / 2, (lc[:-1] + lc[1:]) / 2, indexing="ij")
+        exact = self.points(mc.ravel(), mr.ravel())
+        approx = interpolate(mr.ravel(), mc.ravel())
+        if np.max(np.abs(approx - exact[:, ::-1].T)) > _LATTICE_TOL_PX:
+            return None
+        wr = _bilinear_weights(np.arange(r0, r1, dtype=np.float64), lr)  # (h, n_lattice_rows)
+        wc = _bilinear_weights(np.arange(c0, c1, dtype=np.float64), lc)
+        return np.stack([wr @ lat[k] @ wc.T for k in (1, 0)])  # separable bilinear: (row, col)
+
+
+def _bilinear_weights(x: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """``(len(x), len(nodes))`` linear-interpolation weights of ``x`` between sorted ``nodes``."""
+    f = np.interp(x, nodes, np.arange(nodes.size, dtype=np.float64))
+    j = np.minimum(np.floor(f).astype(np.intp), nodes.size - 2)
+    t = f - j
+    w = np.zeros((x.size, nodes.size))
+    w[np.arange(x.size), j] = 1.0 - t
+    w[np.arange(x.size), j + 1] += t
+    return w
 
 
 def _block_samples(r0: int, r1: int, c0: int, c1: int, affine: bool) -> tuple[np.ndarray, np.ndarray, int]:
