@@ -40,7 +40,20 @@ __all__ = [
 #: subpackages and modules loaded lazily on attribute access (later: pipeline;
 #: napari is reached only through its own entry point, never from here).
 _LAZY = frozenset(
-    {"align", "datasets", "export", "gr", "io", "keys", "metrics", "model", "pl", "provenance", "regions"}
+    {
+        "align",
+        "datasets",
+        "export",
+        "gr",
+        "io",
+        "keys",
+        "metrics",
+        "model",
+        "pipeline",
+        "pl",
+        "provenance",
+        "regions",
+    }
 )
 
 

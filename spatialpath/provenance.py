@@ -186,6 +186,7 @@ def atomic_write(
         if tmp.is_file():
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600: give the usual permissions
         if overwrite:
             os.replace(tmp, target)
         else:
@@ -196,6 +197,13 @@ def atomic_write(
         if tmp.is_file():
             tmp.unlink()
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -151,3 +151,21 @@ def test_sha256_matches_hashlib_on_multi_chunk_file(tmp_path):
     payload = bytes(range(256)) * 10_000  # > 1 MiB chunk
     p.write_bytes(payload)
     assert sha256_file(p) == hashlib.sha256(payload).hexdigest()
+
+
+def test_atomic_write_gives_files_the_umask_permissions(tmp_path):
+    """mkstemp creates 0600 files; outputs must be readable as any normally created file is."""
+    import os
+    import stat
+
+    from spatialpath.provenance import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "out.txt").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o644
