@@ -20,7 +20,20 @@ from typing import TYPE_CHECKING, Any
 from spatialpath._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spatialpath import align, datasets, export, gr, io, keys, metrics, model, pl, provenance, regions
+    from spatialpath import (
+        align,
+        datasets,
+        export,
+        gr,
+        io,
+        keys,
+        metrics,
+        model,
+        pipeline,
+        pl,
+        provenance,
+        regions,
+    )
 
 __all__ = [
     "__version__",
@@ -32,29 +45,15 @@ __all__ = [
     "keys",
     "metrics",
     "model",
+    "pipeline",
     "pl",
     "provenance",
     "regions",
 ]
 
-#: subpackages and modules loaded lazily on attribute access (later: pipeline;
-#: napari is reached only through its own entry point, never from here).
-_LAZY = frozenset(
-    {
-        "align",
-        "datasets",
-        "export",
-        "gr",
-        "io",
-        "keys",
-        "metrics",
-        "model",
-        "pipeline",
-        "pl",
-        "provenance",
-        "regions",
-    }
-)
+#: subpackages and modules loaded lazily on attribute access (napari is reached only through
+#: its own entry point, never from here).
+_LAZY = frozenset(__all__) - {"__version__"}
 
 
 def __getattr__(name: str) -> Any:

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spatialpath._version import __version__
 from spatialpath.pipeline._hashing import _canonical
-from spatialpath.provenance import atomic_write, sha256_file, utc_now
+from spatialpath.provenance import _fsync_dir, atomic_write, sha256_file, utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -72,20 +72,6 @@ _MAX_NAME = 150
 #: and before it is renamed (``stage`` is "table", "figure" or "marker"). Tests use it to kill
 #: the writer at the worst moment; it is None in normal use.
 _TEST_HOOK: Callable[[str, Path, Path], None] | None = None
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Flush a folder entry (a rename or unlink) to disk; a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def _data_error(message: str) -> Exception:
