@@ -1,4 +1,4 @@
-"""Command-line interface: ``spatialpath demo`` and ``spatialpath --version``."""
+"""Command-line interface: ``spatialpath run CONFIG.yaml``, ``spatialpath demo``, ``--version``."""
 
 from __future__ import annotations
 
@@ -36,7 +36,52 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-patients", type=int, default=6, help="patients in the simulated cohort")
     demo.add_argument("--n-cells", type=int, default=5000, help="cells per simulated image")
     demo.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
+    run = sub.add_parser(
+        "run",
+        help="run the cohort pipeline of a YAML config on dask.distributed (resumable)",
+        description="Run the cohort pipeline of CONFIG.yaml (docs/pipeline.md). A rerun skips every "
+        "image whose inputs, parameters and package versions are unchanged.",
+    )
+    run.add_argument("config", help="the pipeline's YAML config (docs/pipeline-config.md)")
+    run.add_argument(
+        "--scheduler", default=None, help="address of a running dask scheduler (tcp://host:8786)"
+    )
+    run.add_argument(
+        "--workers", type=int, default=None, help="workers of the local cluster (default: all cores)"
+    )
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first failed image")
+    run.add_argument("--unblind", action="store_true", help="write the blinded metadata columns too")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from spatialpath.pipeline._run import PipelineError, run
+    from spatialpath.pipeline._validate import ConfigError
+
+    if args.workers is not None and args.workers < 1:
+        print(f"spatialpath run: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    try:
+        result = run(
+            args.config,
+            scheduler=args.scheduler,
+            n_workers=args.workers,
+            fail_fast=args.fail_fast,
+            unblind=args.unblind,
+            progress=not args.no_progress,
+        )
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"spatialpath run: error: {e}", file=sys.stderr)
+        return 2
+    except PipelineError as e:
+        print(f"spatialpath run: stopped (--fail-fast): {e}", file=sys.stderr)
+        return 1
+    print(result)
+    failed = result.counts["failed"]
+    if failed:
+        print(f"{failed} image(s) failed: see {result.output / 'exclusions.csv'}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "run":
+        return _run(args)
     if args.command == "demo":
         from spatialpath._demo import run_demo
 
