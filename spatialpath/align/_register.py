@@ -17,6 +17,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from spatialpath.align._coarse import DEFAULT_SCALES, Candidate, coarse_search
+from spatialpath.align._mutual_info import conditional_mean_map, nmi_affine
+from spatialpath.align._nonrigid import estimate_displacement
 from spatialpath.align._preprocess import COMPOSITE_CHANNELS, Prepared, grid_matrix, prepare, smooth
 from spatialpath.align._quality import RegistrationError, checkerboard, ncc, nmi, overlay, warp
 from spatialpath.align._refine import ecc_affine, project, refine_patches
@@ -188,9 +190,11 @@ def _margin(cands: list[Candidate], pm: Prepared, extent: float) -> tuple[float,
     return best.score + 1.0, -1.0
 
 
-def _check_args(model: str, working_size: int, max_size: int) -> None:
+def _check_args(model: str, working_size: int, max_size: int, metric: str = "ncc") -> None:
     if model not in ("rigid", "similarity", "affine"):
         raise DataModelError(f"model must be 'rigid', 'similarity' or 'affine', got {model!r}")
+    if metric not in ("ncc", "nmi"):
+        raise DataModelError(f"metric must be 'ncc' or 'nmi', got {metric!r}")
     if not (isinstance(max_size, (int, np.integer)) and max_size >= 2 * COARSE_SIZE):
         raise DataModelError(f"max_size must be an integer ≥ {2 * COARSE_SIZE} pixels, got {max_size!r}")
     if not (isinstance(working_size, (int, np.integer)) and 2 * COARSE_SIZE <= working_size <= max_size):
@@ -207,6 +211,7 @@ def register_images(
     fixed_channel: str | int | None = None,
     moving_channel: str | int | None = None,
     model: Literal["rigid", "similarity", "affine"] = "affine",
+    metric: Literal["ncc", "nmi"] = "ncc",
     nonrigid: bool = False,
     allow_flip: bool = True,
     scales: tuple[float, ...] = DEFAULT_SCALES,
@@ -236,6 +241,11 @@ def register_images(
     model
         Class of the result: ``"rigid"`` (rotation, translation, optional mirror), ``"similarity"``
         (+ isotropic scale) or ``"affine"``.
+    metric
+        Similarity of the final affine step: ``"ncc"`` (ECC, then full-resolution patches: best for the same
+        modality and for nuclear-like channel pairs) or ``"nmi"`` (ECC, then a normalised-mutual-information
+        polish at the last level: for cross-modal pairs whose contrast changes sign with scale, e.g. nuclei
+        ↔ a membrane stain where nuclei are dark holes).
     nonrigid
         Add a displacement field (:func:`spatialpath.align._nonrigid.estimate_displacement`).
     allow_flip, scales
@@ -278,7 +288,7 @@ def register_images(
     >>> round(res.transform.params()["rotation_deg"] % 360, 1), res.similarity_after > 0.95
     (90.0, True)
     """
-    _check_args(model, working_size, max_size)
+    _check_args(model, working_size, max_size, metric)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     bar = tqdm(total=4 + int(nonrigid), desc="register_images", disable=not progress, leave=False)
@@ -321,13 +331,20 @@ def register_images(
             smooth(fl, _SIGMA), smooth(ml, _SIGMA), pull, model=model, scale_to_fixed=gf[0, 0] / gm[0, 0]
         )
         m = gf @ np.linalg.inv(pull) @ np.linalg.inv(gm)
-    if levels[-1] > 1.5 * pf.pixel_size_um:
+    if metric == "nmi":
+        (fl, gf), (ml, gm) = pf.level(levels[-1]), pm.level(levels[-1])
+        pull = np.linalg.inv(gm) @ np.linalg.inv(m) @ gf
+        pull, _, _ = nmi_affine(
+            smooth(fl, _SIGMA), smooth(ml, _SIGMA), pull, model=model, scale_to_fixed=gf[0, 0] / gm[0, 0]
+        )
+        m = gf @ np.linalg.inv(pull) @ np.linalg.inv(gm)
+    elif levels[-1] > 1.5 * pf.pixel_size_um:  # phase correlation: same-polarity channels only
         m = _patch_step(pf, pm, m, model)
     step("refine")
 
     transform = Transform(m, source, target)
     if nonrigid:
-        transform = _nonrigid(pf, pm, m, levels[-1], source, target)
+        transform = _nonrigid(pf, pm, m, levels[-1], source, target, remap=metric == "nmi")
         step("nonrigid")
 
     fixed_qc, moving_qc = thumbs["fine"]
@@ -404,19 +421,20 @@ def _patch_step(pf: Prepared, pm: Prepared, m: np.ndarray, model: str) -> np.nda
     return gf @ np.linalg.inv(pull) @ np.linalg.inv(gm) if n >= 6 else m
 
 
-def _nonrigid(pf: Prepared, pm: Prepared, m: np.ndarray, s: float, source: str, target: str) -> Transform:
-    """Affine plus a displacement field estimated at pixel size ``s`` in the fixed frame."""
-    try:
-        from spatialpath.align._displacement import DisplacementField
-        from spatialpath.align._nonrigid import estimate_displacement
-    except ImportError as err:  # pragma: no cover - until the non-rigid module lands
-        raise DataModelError(
-            f"nonrigid=True needs spatialpath.align._nonrigid ({err}); use nonrigid=False"
-        ) from err
+def _nonrigid(
+    pf: Prepared, pm: Prepared, m: np.ndarray, s: float, source: str, target: str, *, remap: bool = False
+) -> Transform:
+    """Affine plus a displacement field estimated at pixel size ``s`` in the fixed frame.
+
+    ``remap``: first map the moving intensities onto the fixed ones through their joint histogram
+    (:func:`conditional_mean_map`), for cross-modal pairs registered by NMI.
+    """
     (fl, gf), (ml, gm) = pf.level(s), pm.level(s)
-    moved, _ = warp(ml, np.linalg.inv(gm) @ np.linalg.inv(m) @ gf, fl.shape)
-    e = estimate_displacement(fl, moved, pixel_size_um=float(gf[0, 0]))
-    # the field's grid assumes fixed pixel (0, 0) at 0 µm; move it to the level's origin
-    shift = np.array([[1.0, 0.0, gf[0, 2]], [0.0, 1.0, gf[1, 2]], [0.0, 0.0, 1.0]])
-    e = DisplacementField(e.values, shift @ e.grid)
+    moved, valid = warp(ml, np.linalg.inv(gm) @ np.linalg.inv(m) @ gf, fl.shape)
+    if remap:
+        moved = conditional_mean_map(smooth(fl, _SIGMA), smooth(moved, _SIGMA), valid)
+    # pull-back e in the fixed frame: fixed(y) ≈ moving(m⁻¹(y + e(y))), so T = (id + e)⁻¹ ∘ m
+    e = estimate_displacement(
+        fl, moved, pixel_size_um=float(gf[0, 0]), origin_um=(float(gf[0, 2]), float(gf[1, 2])), mask=valid
+    )
     return Transform(m, source, target, displacement=e.inverse())
