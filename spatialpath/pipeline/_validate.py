@@ -395,15 +395,19 @@ def _check_image_columns(df: pd.DataFrame, report_row: Callable[[int, str], None
         p, col = Path(row["path"]), str(row["image_column"])
         if not p.is_file():
             continue  # reported as not found
-        if p.suffix == ".h5ad":
-            columns, ids = _h5ad_image_ids(str(p), col)
-        elif p.suffix in (".parquet", ".xlsx", ".zarr") or p.parent.name.startswith(
+        if p.suffix in (".parquet", ".xlsx", ".zarr") or p.parent.name.startswith(
             ("intensities", "regionprops")
         ):
             report_row(line, f"image_column needs a delimited text table (CSV/TSV) or .h5ad, not {p.name}")
             continue
-        else:
-            columns, ids = _image_ids_in(str(p), col, p.stat().st_mtime_ns)
+        try:
+            if p.suffix == ".h5ad":
+                columns, ids = _h5ad_image_ids(str(p), col)
+            else:
+                columns, ids = _image_ids_in(str(p), col, p.stat().st_mtime_ns)
+        except Exception as err:  # unreadable or corrupt input: a problem of this row, not a crash
+            report_row(line, f"cannot read {p.name} to check image_column: {type(err).__name__}: {err}")
+            continue
         if ids is None:
             report_row(line, f"image_column {col!r} is not a column of {p.name}{suggest(col, columns)}")
         elif str(row["image_id"]) not in ids:

@@ -305,3 +305,23 @@ def test_the_documented_examples_are_valid(shared, tmp_path):
         cfg = load_config(tmp_path / "run.yaml")
         assert len(cfg.sample_sheet) == (3 if name == "full" else 1)
     assert cfg.compartments.margins.widths_um == (50.0, 50.0)
+
+
+def test_a_corrupt_multi_image_file_is_a_problem_of_its_row(tmp_path):
+    """An unreadable .h5ad named with an image_column is reported at its sheet line, not raised raw."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cells.h5ad").write_bytes(b"not an HDF5 file")
+    write(
+        tmp_path,
+        "samples.csv",
+        """
+patient_id,sample_id,image_id,path,technology,image_column
+P1,S1,I1,data/cells.h5ad,simulated,image_id
+""",
+    )
+    write(tmp_path, "run.yaml", "version: 1\nsamples: samples.csv\noutput: out\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "run.yaml")
+    rows = [(Path(p.file).name, p.line, p.message) for p in info.value.problems]
+    assert [(f, ln) for f, ln, _ in rows] == [("samples.csv", 2)]
+    assert rows[0][2].startswith("cannot read cells.h5ad to check image_column")
