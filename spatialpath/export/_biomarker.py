@@ -171,7 +171,7 @@ def structural_zero_fractions(
 
 
 def _default_cn_key() -> str:
-    """The ``cn_key`` ``cn_frequency`` reads (its registry default; biomarker_table passes no params)."""
+    """The ``cn_key`` ``cn_frequency`` reads by default (its registry default)."""
     from spatialpath.metrics import REGISTRY
 
     return str(REGISTRY["cn_frequency"].defaults.get("cn_key", "cn"))
@@ -377,6 +377,7 @@ def biomarker_table(
     regions: Any = None,
     *,
     metrics: Sequence[str] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
     cluster_key: str = Key.obs.cell_type,
     library_key: str = Key.obs.image_id,
     metadata: Sequence[str] | None = None,
@@ -406,6 +407,9 @@ def biomarker_table(
         (:func:`spatialpath.metrics.implicit_tissue`).
     metrics
         Metric names passed to ``spatialpath.metrics.compute`` (None: its default set).
+    params
+        Per-metric parameters passed to ``spatialpath.metrics.compute``
+        (``{"fraction_within_radius": {"radius_um": 30}}``); None: registry defaults.
     cluster_key, library_key
         Cell-type and image columns of ``obs``.
     metadata
@@ -448,7 +452,8 @@ def biomarker_table(
 
     items = _union_categories(normalize_samples(samples, library_key), cluster_key)
     if "cn_frequency" in (metrics or ()):  # CN labels: one category set too (the union)
-        items = _union_categories(items, _default_cn_key())
+        cn_key = (params or {}).get("cn_frequency", {}).get("cn_key", _default_cn_key())
+        items = _union_categories(items, str(cn_key))
     all_images = [i for a in items for i in pd.unique(a.obs[library_key].astype(str))]
     regions_record: Any = regions_provenance(regions)
     regions = normalize_regions(regions, all_images)
@@ -467,6 +472,8 @@ def biomarker_table(
         kw: dict[str, Any] = {"cluster_key": cluster_key, "library_key": library_key}
         if metrics is not None:
             kw["metrics"] = list(metrics)
+        if params:
+            kw["params"] = params
         frame = compute(adata, derived[k] if regions is None else sub, **kw)
         if regions is not None:
             frame = structural_zero_fractions(frame, adata, sub, compute, cluster_key, library_key)

@@ -219,8 +219,15 @@ def process_image(config: PipelineConfig, row: pd.Series, fp: str, seed: int, *,
             tables["cross_function"] = _cross_function(cells, stats.cross_function, seed)
         t["statistics_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        names = [m for m in config.metrics.requests() if m != "cn_frequency"]  # CNs come later: own table
-        long, _ = export.biomarker_table(cells, regions, metrics=names, metadata=config.metadata_columns)
+        requests = config.metrics.requests()  # every metric with its (resolved) parameters
+        names = [m for m in requests if m != "cn_frequency"]  # CNs come later: own table
+        long, _ = export.biomarker_table(
+            cells,
+            regions,
+            metrics=names,
+            params={m: requests[m] for m in names},
+            metadata=config.metadata_columns,
+        )
         tables["metrics"] = long
         t["metrics_s"] = time.perf_counter() - tic
         extra = {"n_cells": int(cells.n_obs), "seed": int(seed), "timings": dict(t)}

@@ -246,3 +246,26 @@ def test_cn_categories_unified_across_inputs():
     assert w.loc["B", "cn_frequency__tissue__CN1"] == pytest.approx(100 / 300)
     assert w.loc["B", "status__cn_frequency__tissue__CN2"] == "ok"
     assert list(a1.obs["cn"].cat.categories) == ["CN1", "CN2"]  # caller's data untouched
+
+
+def test_metric_parameters_reach_the_engine():
+    """params change the value: the fraction of CD8 cells with a Tum cell within r, against a brute force
+    count (tissue = the whole 1000 µm square; cells nearer its edge than r and without a partner are
+    censored, as the metric's border rule says)."""
+    from scipy.spatial.distance import cdist
+
+    a = _cells(["im1"], n=400, seed=3)
+    tissue = gpd.GeoDataFrame(
+        {"image_id": ["im1"], "compartment": ["tissue"]}, geometry=[shapely.box(0, 0, 1000, 1000)]
+    )
+    xy = np.asarray(a.obsm["spatial"])
+    kinds = a.obs["cell_type"].astype(str).to_numpy()
+    d = cdist(xy[kinds == "CD8"], xy[kinds == "Tum"]).min(axis=1)
+    edge = np.minimum.reduce([xy[:, 0], xy[:, 1], 1000 - xy[:, 0], 1000 - xy[:, 1]])[kinds == "CD8"]
+    for r in (20.0, 60.0):
+        long, _ = biomarker_table(
+            a, tissue, metrics=["fraction_within_radius"], params={"fraction_within_radius": {"radius_um": r}}
+        )
+        row = long[(long["cell_type"] == "CD8") & (long["cell_type_b"] == "Tum")]
+        expected = (d <= r).sum() / ((d <= r) | (edge >= r)).sum()
+        assert row["value"].iloc[0] == pytest.approx(expected, rel=1e-12)
