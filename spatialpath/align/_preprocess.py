@@ -21,6 +21,7 @@ import xarray as xr
 from scipy import ndimage
 from skimage.color import rgb2hed
 
+from spatialpath.align._resample_grid import grid_of
 from spatialpath.model import DataModelError
 
 __all__ = ["Prepared", "grid_matrix", "prepare"]
@@ -108,6 +109,11 @@ class Prepared:
 
 
 def _pixel_size(img: xr.DataArray, what: str) -> tuple[float, tuple[float, float]]:
+    """Pixel size and origin (µm) of a registration input, read by the resampler's grid reader.
+
+    Adds the checks registration needs: square pixels, at least 2 × 2, and
+    ``attrs['pixel_size_um']`` agreeing with the coordinates.
+    """
     hint = (
         f"unknown units: the {what} image needs µm coordinates 'x' and 'y' at pixel centres and "
         "attrs['units'] == 'um'; build it with spatialpath.model.make_image(data, channels=..., "
@@ -115,23 +121,24 @@ def _pixel_size(img: xr.DataArray, what: str) -> tuple[float, tuple[float, float
     )
     if not isinstance(img, xr.DataArray):
         raise DataModelError(f"the {what} image must be an xarray.DataArray, got {type(img).__name__}")
-    if "x" not in img.coords or "y" not in img.coords or img.attrs.get("units") != "um":
-        raise DataModelError(f"{hint} (got coords {list(img.coords)}, units {img.attrs.get('units')!r})")
     if img.sizes.get("x", 0) < 2 or img.sizes.get("y", 0) < 2:
         raise DataModelError(f"the {what} image must be at least 2 × 2 pixels, got sizes {dict(img.sizes)}")
-    x, y = np.asarray(img.x, float), np.asarray(img.y, float)
-    ps = img.attrs.get("pixel_size_um", float(np.median(np.diff(x))))
     try:
-        ps = float(ps)
+        affine = grid_of(img, f"the {what} image").affine
+    except DataModelError as err:
+        raise DataModelError(f"{hint} ({err})") from None
+    dx, dy = float(affine[0, 0]), float(affine[1, 1])
+    stated = img.attrs.get("pixel_size_um", dx)
+    try:
+        stated = float(stated)
     except (TypeError, ValueError):
-        ps = float("nan")
-    steps = np.concatenate([np.diff(x), np.diff(y)])
-    if not np.isfinite(ps) or ps <= 0 or not np.allclose(steps, ps, rtol=1e-3):
+        stated = float("nan")
+    if not (dx > 0 and np.isclose(dy, dx, rtol=1e-3) and np.isclose(stated, dx, rtol=1e-3)):
         raise DataModelError(
             f"{hint}; the {what} image's pixel size must be a positive, finite number of µm shared by x "
-            f"and y, got pixel_size_um={ps!r} and coordinate steps {np.unique(steps.round(6))[:4].tolist()}"
+            f"and y, got pixel_size_um={stated!r} and coordinate steps {dx:.6g} (x), {dy:.6g} (y)"
         )
-    return ps, (float(x[0]), float(y[0]))
+    return dx, (float(affine[0, 2]), float(affine[1, 2]))
 
 
 def _hematoxylin(block: np.ndarray) -> np.ndarray:
