@@ -6,14 +6,22 @@ STAMP  := $(VENV)/.installed
 OUT    ?= demo-output
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
-# extras the test suite exercises (napari comes with its own GUI test setup)
-EXTRAS := dev,mcd
+# extras the test suite exercises
+EXTRAS := dev,mcd,napari
+# Debian packages of the napari GUI tests: Qt's xcb platform under Xvfb (docs/napari.md)
+GUI_DEBS := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libgl1 libegl1 libxkbcommon-x11-0 \
+	libxcb-cursor0 libdbus-1-3 libfontconfig1
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# the GUI session has its own options: napari's pytest plugin on, only the plugin's tests
+GUI_PYTEST := -o addopts="" -ra --strict-markers --import-mode=importlib --doctest-modules \
+	--durations=10 tests/napari spatialpath/napari
 
-.PHONY: install demo test lint format constraints bench clean help
+.PHONY: install demo test test-gui gui-deps lint format constraints bench clean help
 
 help:
 	@echo "make demo    run the main job on the embedded simulated cohort -> $(OUT)/"
-	@echo "make test    ruff lint + format check + the whole test suite (with --durations=20)"
+	@echo "make test    ruff lint + format check + the whole test suite (with --durations=20), GUI tests under Xvfb"
+	@echo "make test-gui  only the napari plugin's tests, under Xvfb (installs its Debian packages if missing)"
 	@echo "make install create .venv/ with pinned versions (constraints.txt); done by demo and test"
 	@echo "make format  apply ruff fixes and formatting"
 	@echo "make constraints  re-resolve constraints.txt on Python 3.11 after changing pyproject.toml"
@@ -36,6 +44,23 @@ lint: install
 
 test: lint
 	MPLBACKEND=Agg $(BIN)/python -m pytest --durations=20 $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-gui
+
+# Install the GUI test packages when missing (apt-get update retried); with CI=true a failure stops make test.
+gui-deps:
+	@if command -v xvfb-run >/dev/null 2>&1 && dpkg -s $(GUI_DEBS) >/dev/null 2>&1; then exit 0; fi; \
+	echo "installing the GUI test packages: $(GUI_DEBS)"; \
+	for i in 1 2 3 4 5; do $(SUDO) apt-get update -qq && break; echo "apt-get update failed ($$i), retrying"; sleep 10; done; \
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(GUI_DEBS) >/dev/null \
+	|| { echo "could not install the GUI test packages"; [ "$$CI" != true ] || exit 1; }
+
+# The napari tests need a real X server (Qt's offscreen platform crashes on image layers and
+# gives black screenshots). With CI=true, skipped GUI tests fail the run (tests/napari/conftest.py).
+test-gui: install gui-deps
+	@if ! command -v xvfb-run >/dev/null 2>&1; then \
+	  echo "xvfb-run is missing: the napari GUI tests did not run"; [ "$$CI" != true ] || exit 1; exit 0; fi
+	QT_QPA_PLATFORM=xcb MPLBACKEND=Agg xvfb-run -a -s "-screen 0 1600x1200x24" \
+	  $(BIN)/python -m pytest $(GUI_PYTEST) $(PYTEST_ARGS)
 
 format: install
 	$(BIN)/ruff check --fix .
