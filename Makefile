@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/spatialpath demo --out "$(OUT)" --overwrite
+	$(BIN)/spatialpath demo --out "$(OUT)" --overwrite --unblind
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,7 +1,9 @@
-"""The main job, end to end: ``spatialpath demo`` / ``make demo``.
+"""One dataset analysed in one process: ``spatialpath demo --input FILE``.
 
-On the embedded default (a simulated cohort with a planted arm effect, made on the fly from a
-fixed seed) or on a user's ``.h5ad`` file, it validates the cells, counts cell types per sample,
+(``spatialpath demo`` without ``--input`` runs the cohort pipeline on the simulated cohort:
+:mod:`spatialpath.pipeline._demo_run`.) On a user's ``.h5ad`` file or cell table, or on the
+simulated cohort when no input is given (``run_demo()``, in memory, without dask), it
+validates the cells, counts cell types per sample,
 and writes a tissue map, a density bar chart, the AnnData, the count table (CSV and Parquet),
 the neighbourhood enrichment, the biomarker tables (``biomarker_tables/``: long and wide, CSV,
 Parquet and Excel, data dictionary and their own ``manifest.json``) and ``manifest.json``.

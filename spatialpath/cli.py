@@ -19,22 +19,28 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
-        help="run the main job end to end on the embedded simulated cohort (or --input)",
-        description="Run the main job end to end and write its outputs.",
+        help="run the cohort pipeline end to end on the embedded simulated cohort (or analyse --input)",
+        description="Write a simulated cohort (two arms, a planted CD8 T difference) with its run.yaml "
+        "and run the cohort pipeline on it, as 'spatialpath run' does (docs/pipeline.md). With --input, "
+        "analyse one file of yours instead (counts, enrichment, biomarker tables).",
     )
     demo.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     demo.add_argument(
         "--input",
         default=None,
-        help="your data instead of the simulation: an .h5ad in the data model, or a cell table "
-        "(MCMICRO, steinbock, inForm, plain x/y CSV)",
+        help="analyse your data instead of the simulated cohort: an .h5ad in the data model, or a "
+        "cell table (MCMICRO, steinbock, inForm, plain x/y CSV)",
     )
     demo.add_argument("--schema", default="auto", help="cell-table schema (default: auto-detect)")
     demo.add_argument("--pixel-size-um", type=float, default=None, help="µm per pixel, for tables in pixels")
     demo.add_argument("--units", choices=("um", "px"), default=None, help="units of a plain table's x/y")
     demo.add_argument("--seed", type=int, default=0, help="seed of the simulated cohort (default 0)")
-    demo.add_argument("--n-patients", type=int, default=6, help="patients in the simulated cohort")
-    demo.add_argument("--n-cells", type=int, default=5000, help="cells per simulated image")
+    demo.add_argument("--n-patients", type=int, default=8, help="patients in the simulated cohort")
+    demo.add_argument("--n-cells", type=int, default=3000, help="cells per simulated image")
+    demo.add_argument("--n-perms", type=int, default=200, help="enrichment permutations (cohort demo)")
+    demo.add_argument("--workers", type=int, default=None, help="local dask workers (cohort demo)")
+    demo.add_argument("--unblind", action="store_true", help="show the arms (blinded by default)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
     run = sub.add_parser(
         "run",
@@ -84,6 +90,50 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _demo(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    if args.input is None:
+        from spatialpath.pipeline._demo_run import run_demo_cohort
+
+        if args.workers is not None and args.workers < 1:
+            print(f"spatialpath demo: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+            return 2
+        try:
+            demo = run_demo_cohort(
+                args.out,
+                seed=args.seed,
+                n_patients=args.n_patients,
+                n_cells=args.n_cells,
+                n_perms=args.n_perms,
+                n_workers=args.workers,
+                unblind=args.unblind,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+            )
+        except (FileExistsError, ValueError) as e:
+            msg = str(e).replace("overwrite=True", "--overwrite")
+            print(f"spatialpath demo: error: {msg}", file=sys.stderr)
+            return 2
+        print(demo.summary)
+        return 1 if demo.result.counts["failed"] else 0
+    from spatialpath._demo import run_demo
+
+    try:
+        result = run_demo(
+            args.out,
+            input_path=args.input,
+            overwrite=args.overwrite,
+            command=shlex.join(["spatialpath", *(sys.argv[1:] if argv is None else argv)]),
+            table_options={"schema": args.schema, "pixel_size_um": args.pixel_size_um, "units": args.units},
+        )
+    except (FileExistsError, FileNotFoundError, ValueError) as e:
+        # speak the command line's language in the reader's "pass pixel_size_um=..." advice
+        msg = str(e).replace("pixel_size_um=", "--pixel-size-um ").replace("units='um'", "--units um")
+        print(f"spatialpath demo: error: {msg}", file=sys.stderr)
+        return 2
+    print(result.summary)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = _parser()
@@ -94,29 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run(args)
     if args.command == "demo":
-        from spatialpath._demo import run_demo
-
-        try:
-            result = run_demo(
-                args.out,
-                seed=args.seed,
-                n_patients=args.n_patients,
-                n_cells=args.n_cells,
-                input_path=args.input,
-                overwrite=args.overwrite,
-                command=shlex.join(["spatialpath", *(sys.argv[1:] if argv is None else argv)]),
-                table_options={
-                    "schema": args.schema,
-                    "pixel_size_um": args.pixel_size_um,
-                    "units": args.units,
-                },
-            )
-        except (FileExistsError, FileNotFoundError, ValueError) as e:
-            # speak the command line's language in the reader's "pass pixel_size_um=..." advice
-            msg = str(e).replace("pixel_size_um=", "--pixel-size-um ").replace("units='um'", "--units um")
-            print(f"spatialpath demo: error: {msg}", file=sys.stderr)
-            return 2
-        print(result.summary)
+        return _demo(args, argv)
     return 0
 
 

@@ -315,9 +315,6 @@ def run(
 
 
 def _cohort_outputs(config, store, images, statuses, unblind) -> dict[str, Path]:
-    try:
-        from spatialpath.pipeline._outputs import write_cohort_outputs
-    except ImportError:  # written in parallel (issue 8, outputs part); absent: per-image results only
-        log.warning("spatialpath.pipeline._outputs is not available: no cohort tables written")
-        return {}
+    from spatialpath.pipeline._outputs import write_cohort_outputs
+
     return write_cohort_outputs(config, store, images, statuses, store.exclusions, unblind=unblind)
