@@ -10,22 +10,28 @@ See ``docs/pipeline-config.md``.
 
 from __future__ import annotations
 
-import difflib
-import itertools
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     RootModel,
     ValidationInfo,
     field_validator,
     model_validator,
+)
+
+from spatialpath.pipeline._config_base import Loc, _explicit, _resolve, _Section, suggest
+from spatialpath.pipeline._config_stats import (
+    CellularNeighborhoodsConfig,
+    CoOccurrenceConfig,
+    CrossFunctionConfig,
+    InteractionTestConfig,
+    NhoodEnrichmentConfig,
+    StatisticsConfig,
 )
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
     "CompartmentsConfig",
     "CrossFunctionConfig",
     "GraphConfig",
+    "InteractionTestConfig",
     "MarginsConfig",
     "MetricsConfig",
     "NhoodEnrichmentConfig",
@@ -55,57 +62,6 @@ CONFIG_VERSION = 1
 NEEDS_PIXEL_SIZE = frozenset({"codex", "cycif", "mibi"})
 #: technologies whose reader takes the scale from its own files: ``pixel_size_um`` must be empty.
 NO_PIXEL_SIZE = frozenset({"visium", "xenium", "merscope", "simulated"})
-#: context flag of :meth:`PipelineConfig.model_validate`: collect ``problems()`` instead of raising.
-DEFER = "spatialpath_defer_checks"
-
-Loc = tuple[str | int, ...]
-
-
-def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices``, else ``""``.
-
-    Examples
-    --------
-    >>> suggest("grpah", ["graph", "metrics"])
-    "; did you mean 'graph'?"
-    """
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
-    """A path relative to the YAML file's folder (``context["base"]``), else the current folder."""
-    if value is None:
-        return None
-    base = Path((info.context or {}).get("base", "."))
-    return Path(os.path.abspath(base / Path(value).expanduser()))
-
-
-def _explicit(model: BaseModel, fields: tuple[str, ...], owner: str, value: str) -> list[tuple[Loc, str]]:
-    """Problems for keys of ``fields`` set (not to their default) while ``owner`` is ``value``."""
-    return [
-        ((f,), f"{f} is not used with {owner}: {value}; remove it")
-        for f in fields
-        if f in model.model_fields_set and getattr(model, f) != type(model).model_fields[f].default
-    ]
-
-
-class _Section(BaseModel):
-    """A config section: unknown keys refused; cross-key rules in :meth:`problems`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    def problems(self) -> list[tuple[Loc, str]]:
-        """Rules tying keys together: ``(key path within the section, message)`` pairs."""
-        return []
-
-    @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> Any:
-        if not (info.context or {}).get(DEFER):
-            found = self.problems()
-            if found:
-                raise ValueError("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in found))
-        return self
 
 
 class PhenotypeConfig(_Section):
@@ -170,92 +126,6 @@ class GraphConfig(_Section):
         if self.method == "radius":
             return {"radius": self.radius_um}
         return {"max_distance": self.max_distance_um}
-
-
-class NhoodEnrichmentConfig(_Section):
-    """:func:`spatialpath.gr.nhood_enrichment` on the graph: permutations or the analytic z-score."""
-
-    n_perms: int = Field(1000, ge=1)
-    analytical: bool = False
-
-
-class CoOccurrenceConfig(_Section):
-    """:func:`spatialpath.gr.co_occurrence`; ``interval_um`` None = 50 distances from 10 to 250 µm."""
-
-    interval_um: list[float] | None = None
-
-    def problems(self) -> list[tuple[Loc, str]]:
-        v = self.interval_um
-        if v is not None and (len(v) < 2 or min(v) < 0 or any(b <= a for a, b in itertools.pairwise(v))):
-            return [(("interval_um",), "interval_um must hold at least 2 distances ≥ 0, strictly increasing")]
-        return []
-
-
-class CrossFunctionConfig(_Section):
-    """:func:`spatialpath.gr.cross_function` between ``focal`` and ``target`` types (None: all types)."""
-
-    kind: Literal["K", "L", "G", "J", "g"] = "L"
-    focal: list[str] | None = None
-    target: list[str] | None = None
-    r_max_um: float | None = Field(None, gt=0)
-    correction: str | None = None
-    n_perms: int | None = Field(None, ge=1)
-    alpha: float = Field(0.05, gt=0, lt=1)
-
-    def problems(self) -> list[tuple[Loc, str]]:
-        from spatialpath.gr._cross_function import CORRECTIONS
-
-        allowed = CORRECTIONS[self.kind]
-        if self.correction is not None and self.correction not in allowed:
-            msg = f"correction {self.correction!r} is not one of {list(allowed)} (kind {self.kind})"
-            return [(("correction",), msg + suggest(self.correction, allowed))]
-        return []
-
-
-class CellularNeighborhoodsConfig(_Section):
-    """:func:`spatialpath.gr.cellular_neighborhoods`: windows of ``n_neighbors`` cells or ``radius_um``."""
-
-    n_neighbors: int | None = Field(10, ge=1)
-    radius_um: float | None = Field(None, gt=0)
-    n_clusters: int = Field(10, ge=2)
-    n_restarts: int = Field(1, ge=1)
-
-    def problems(self) -> list[tuple[Loc, str]]:
-        if self.radius_um is not None and "n_neighbors" in self.model_fields_set and self.n_neighbors:
-            return [(("radius_um",), "give n_neighbors or radius_um, not both")]
-        return []
-
-    def kwargs(self) -> dict[str, Any]:
-        """Arguments of :func:`spatialpath.gr.cellular_neighborhoods` (besides data and seed)."""
-        n = None if self.radius_um is not None else self.n_neighbors
-        return {
-            "n_neighbors": n,
-            "radius": self.radius_um,
-            "n_clusters": self.n_clusters,
-            "n_restarts": self.n_restarts,
-        }
-
-
-class StatisticsConfig(_Section):
-    """Which statistics run: a key present (even empty) runs it with these parameters."""
-
-    nhood_enrichment: NhoodEnrichmentConfig | None = None
-    co_occurrence: CoOccurrenceConfig | None = None
-    cross_function: CrossFunctionConfig | None = None
-    cellular_neighborhoods: CellularNeighborhoodsConfig | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_means_defaults(cls, data: Any) -> Any:
-        return {k: ({} if v is None else v) for k, v in data.items()} if isinstance(data, dict) else data
-
-    def problems(self) -> list[tuple[Loc, str]]:
-        return [
-            ((name, *loc), msg)
-            for name in type(self).model_fields
-            if (sub := getattr(self, name))
-            for loc, msg in sub.problems()
-        ]
 
 
 class MarginsConfig(_Section):

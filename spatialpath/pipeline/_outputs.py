@@ -43,7 +43,11 @@ FIGURES_DIR = "figures"
 #: runner statuses of an image whose result is in the store.
 OK_STATUSES = ("computed", "skipped")
 #: per-image statistics tables gathered into cohort tables: store table name -> output stem.
-STAT_TABLES = {"nhood_zscore": "nhood_zscore", "cn_frequencies": "cn_frequencies"}
+STAT_TABLES = {
+    "nhood_zscore": "nhood_zscore",
+    "interaction_test": "interaction_test",
+    "cn_frequencies": "cn_frequencies",
+}
 _IDS = (Key.obs.patient_id, Key.obs.sample_id, Key.obs.image_id)
 
 
@@ -175,6 +179,10 @@ def _statistics(
         df[Key.obs.image_id] = df[Key.obs.image_id].astype(str)
         joined = per_image.merge(df, on=Key.obs.image_id, how="right")
         out[stem] = withhold(joined, withheld).reset_index(drop=True)
+    if "interaction_test" in out:  # the cohort-level test: each pair's share of significant images
+        from spatialpath.gr import interaction_summary
+
+        out["interaction_summary"] = interaction_summary(out["interaction_test"])
     return out
 
 

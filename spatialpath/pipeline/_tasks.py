@@ -186,6 +186,27 @@ def _cross_function(cells: Any, cfg: Any, seed: int) -> pd.DataFrame:
     return res.summary()
 
 
+def _interaction(cells: Any, cfg: Any, seed: int) -> pd.DataFrame:
+    from spatialpath.gr import interaction_test
+
+    table = interaction_test(
+        cells,
+        _CT,
+        method=cfg.method,
+        patch_size=cfg.patch_size,
+        library_key=_IMG,
+        n_perms=cfg.n_perms,
+        seed=seed,
+        p_threshold=cfg.p_threshold,
+        progress=False,
+        copy=True,
+    )
+    table = table.copy()
+    for col in ("image_id", "from_label", "to_label"):
+        table[col] = table[col].astype(str)
+    return table
+
+
 def process_image(config: PipelineConfig, row: pd.Series, fp: str, seed: int, *, cohort_cn: bool) -> dict:
     """Analyse one image and write its result (under :func:`stage_fingerprint` when ``cohort_cn``).
 
@@ -217,6 +238,8 @@ def process_image(config: PipelineConfig, row: pd.Series, fp: str, seed: int, *,
             tables["co_occurrence"] = _co_occurrence(cells, stats.co_occurrence, key.image_id)
         if stats.cross_function is not None:
             tables["cross_function"] = _cross_function(cells, stats.cross_function, seed)
+        if stats.interaction_test is not None:
+            tables["interaction_test"] = _interaction(cells, stats.interaction_test, seed)
         t["statistics_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
         requests = config.metrics.requests()  # every metric with its (resolved) parameters

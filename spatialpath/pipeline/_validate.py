@@ -22,14 +22,13 @@ from pydantic import BaseModel, RootModel, ValidationError
 
 from spatialpath.model import TECHNOLOGIES
 from spatialpath.pipeline._config import (
-    DEFER,
     NEEDS_PIXEL_SIZE,
     NO_PIXEL_SIZE,
     SECTIONS,
     PipelineConfig,
     section_value,
-    suggest,
 )
+from spatialpath.pipeline._config_base import DEFER, suggest
 
 __all__ = ["REQUIRED_COLUMNS", "SHEET_COLUMNS", "ConfigError", "Problem", "load_config"]
 

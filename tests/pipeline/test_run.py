@@ -293,3 +293,41 @@ def test_cli_runs_a_config_on_a_scheduler_address(cohort, client, capsys):
     )
     assert main(["run", str(folder / "bad.yaml"), "--no-progress"]) == 2
     assert "did you mean 'graph'" in capsys.readouterr().err
+
+
+# -- cohort-level interaction tests ----------------------------------------------------------------
+
+
+def test_interaction_test_per_image_and_its_cohort_summary(cohort, client):
+    """histoCAT's conditional test per image (seeded per image), summarised over the cohort."""
+    from spatialpath.gr import interaction_summary, interaction_test, spatial_graph
+    from spatialpath.pipeline._inputs import read_image_cells
+
+    folder, rows = cohort
+    stats = "statistics:\n  interaction_test: {method: conditional, n_perms: 99, p_threshold: 0.05}\n"
+    cfg = make_config(folder, "interact", rows, stats)
+    result = run(cfg, client=client, progress=False)
+    assert result.counts["computed"] == 4
+    store, direct = ImageStore(cfg.output), []
+    for _line, row in cfg.sample_sheet.iterrows():
+        key = (str(row["sample_id"]), str(row["image_id"]))
+        cells = read_image_cells(cfg, row)
+        spatial_graph(cells, "knn", library_key="image_id", **cfg.graph.kwargs())
+        ref = interaction_test(cells, "cell_type", method="conditional", library_key="image_id",
+                               n_perms=99, p_threshold=0.05, seed=image_seed(0, *key), progress=False,
+                               copy=True)  # fmt: skip
+        got = store.read_result(store.images()[[k.image_id for k in store.images()].index(key[1])])
+        table = got.tables["interaction_test"]
+        np.testing.assert_array_equal(table["ct"].to_numpy(float), ref["ct"].to_numpy(float))
+        np.testing.assert_array_equal(table["p"].to_numpy(float), ref["p"].to_numpy(float))
+        direct.append(ref)
+    cohort_table = pd.read_csv(cfg.output / "tables" / "interaction_summary.csv")
+    want = interaction_summary(pd.concat(direct, ignore_index=True))
+    assert len(cohort_table) == len(want) > 0
+    np.testing.assert_allclose(cohort_table["frac_attraction"], want["frac_attraction"].to_numpy(float))
+    np.testing.assert_allclose(cohort_table["n_images"], want["n_images"].to_numpy(float))
+    per_image = pd.read_csv(cfg.output / "tables" / "interaction_test.csv")
+    assert (cohort_table["frac_attraction"] > 0).any()  # the simulated tissue's planted structure
+    arms = {r.split(",")[2]: r.split(",")[-1] for r in rows}  # the sheet's metadata, per image
+    assert per_image.groupby("image_id")["arm"].first().to_dict() == arms
+    assert set(per_image["image_id"]) == {r.split(",")[2] for r in rows}
