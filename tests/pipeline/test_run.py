@@ -331,3 +331,14 @@ def test_interaction_test_per_image_and_its_cohort_summary(cohort, client):
     arms = {r.split(",")[2]: r.split(",")[-1] for r in rows}  # the sheet's metadata, per image
     assert per_image.groupby("image_id")["arm"].first().to_dict() == arms
     assert set(per_image["image_id"]) == {r.split(",")[2] for r in rows}
+
+
+def test_progress_shows_counts_and_the_dashboard_link(cohort, client, capsys):
+    folder, rows = cohort
+    cfg = make_config(folder, "progress", rows[:2], "")
+    run(cfg, client=client, progress=True)
+    captured = capsys.readouterr()
+    assert f"2 of 2 images to compute; dashboard: {client.dashboard_link}" in captured.out
+    assert "done=2, failed=0, remaining=0, skipped=0" in captured.err  # tqdm's last postfix
+    run(cfg, client=client, progress=False)  # nothing printed without progress
+    assert capsys.readouterr().out == ""
