@@ -7,7 +7,7 @@ OUT    ?= demo-output
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 # extras the test suite exercises
-EXTRAS := dev,mcd,napari
+EXTRAS := dev,mcd,napari,docs
 # Debian packages of the napari GUI tests: Qt's xcb platform under Xvfb (docs/napari.md)
 GUI_DEBS := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libgl1 libegl1 libxkbcommon-x11-0 \
 	libxcb-cursor0 libdbus-1-3 libfontconfig1
@@ -16,13 +16,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 GUI_PYTEST := -o addopts="" -ra --strict-markers --import-mode=importlib --doctest-modules \
 	--durations=10 tests/napari spatialpath/napari
 
-.PHONY: install demo test test-gui gui-deps lint format constraints bench clean help
+.PHONY: install demo test test-gui gui-deps docs lint format constraints bench clean help
 
 help:
 	@echo "make demo    run the main job on the embedded simulated cohort -> $(OUT)/"
 	@echo "make test    ruff lint + format check + the whole test suite (with --durations=20), GUI tests under Xvfb"
 	@echo "make test-gui  only the napari plugin's tests, under Xvfb (installs its Debian packages if missing)"
 	@echo "make install create .venv/ with pinned versions (constraints.txt); done by demo and test"
+	@echo "make docs    build the documentation site (strict) -> site/"
 	@echo "make format  apply ruff fixes and formatting"
 	@echo "make constraints  re-resolve constraints.txt on Python 3.11 after changing pyproject.toml"
 
@@ -61,6 +62,11 @@ test-gui: install gui-deps
 	  echo "xvfb-run is missing: the napari GUI tests did not run"; [ "$$CI" != true ] || exit 1; exit 0; fi
 	QT_QPA_PLATFORM=xcb MPLBACKEND=Agg xvfb-run -a -s "-screen 0 1600x1200x24" \
 	  $(BIN)/python -m pytest $(GUI_PYTEST) $(PYTEST_ARGS)
+
+# The documentation site in site/ (mkdocs.yml; strict: a broken link or reference fails).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "site/index.html"
 
 format: install
 	$(BIN)/ruff check --fix .

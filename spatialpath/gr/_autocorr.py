@@ -253,9 +253,9 @@ def spatial_autocorr(
     statistic within each image (Moran descending, Geary ascending, NaN last, as squidpy). Columns:
 
     - ``I`` or ``C``, ``pval_norm``, ``var_norm``; with ``n_perms``: ``pval_z_sim`` (normal p of
-      ``z_sim``), ``pval_sim`` (``(count + 1) / (n_perms + 1)``), ``var_sim`` (ddof 0): squidpy's;
+        ``z_sim``), ``pval_sim`` (``(count + 1) / (n_perms + 1)``), ``var_sim`` (ddof 0): squidpy's;
     - ``expected``, ``z_norm``, ``var_rand``, ``z_rand``, ``pval_rand``, ``z_sim`` (with
-      ``n_perms``) and ``n_cells``;
+        ``n_perms``) and ``n_cells``;
     - ``<p>_fdr_bh``: Benjamini–Hochberg q-values of each p column over the image's features.
 
     ``df.attrs["params"]`` holds ``mode``, ``alternative``, ``n_perms``, ``seed``,

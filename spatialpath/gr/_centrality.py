@@ -117,11 +117,11 @@ def centrality(
     ``None``, and writes
 
     - ``adata.uns[f"{cluster_key}_centrality_scores"]``: DataFrame, index = categories, columns
-      ``degree_centrality``, ``average_clustering``, ``closeness_centrality`` (squidpy's key and
-      layout);
+        ``degree_centrality``, ``average_clustering``, ``closeness_centrality`` (squidpy's key and
+        layout);
     - ``adata.uns[f"{cluster_key}_centrality_scores_per_image"]``: tidy DataFrame with columns
-      ``image``, ``cell_type``, ``score`` (categorical) and ``value`` (float64), one row per image,
-      type and score.
+        ``image``, ``cell_type``, ``score`` (categorical) and ``value`` (float64), one row per image,
+        type and score.
 
     Raises
     ------

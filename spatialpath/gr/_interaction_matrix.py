@@ -102,7 +102,7 @@ def interaction_matrix(
 
     - ``adata.uns[f"{cluster_key}_interactions"]``: the (K, K) pooled matrix (squidpy's key);
     - ``adata.uns[f"{cluster_key}_interactions_per_image"]``: ``{"interactions": (G, K, K),
-      "images": (G,) str, "categories": (K,) str}``, normalised per image when ``normalized``.
+        "images": (G,) str, "categories": (K,) str}``, normalised per image when ``normalized``.
 
     Raises
     ------

@@ -312,16 +312,16 @@ def nhood_enrichment(
     otherwise ``None``, and ``adata.uns[f"{cluster_key}_nhood_enrichment"]`` holds
 
     - ``zscore`` (K, K) float64 and ``count`` (K, K) uint32: pooled over images (squidpy's keys
-      and dtypes, so ``squidpy.pl.nhood_enrichment`` plots them);
+        and dtypes, so ``squidpy.pl.nhood_enrichment`` plots them);
     - ``expected``, ``variance``, ``log2_ratio`` (log2 count / expected), ``pvalue`` (two-sided),
-      ``qvalue`` (Benjamini–Hochberg over the K × K pairs), ``n_cells`` (K,): pooled;
+        ``qvalue`` (Benjamini–Hochberg over the K × K pairs), ``n_cells`` (K,): pooled;
     - the same with suffix ``_per_image`` (G, K, K), ``count_per_image`` int64, and
-      ``n_cells_per_image`` (G, K); ``images`` (G,) and ``categories`` (K,) names;
+        ``n_cells_per_image`` (G, K); ``images`` (G,) and ``categories`` (K,) names;
     - with patients: ``patients`` (P,), ``image_patient`` (G,), ``n_images_per_patient`` (P,) and
-      the statistics with suffix ``_per_patient`` (P, K, K);
+        the statistics with suffix ``_per_patient`` (P, K, K);
     - ``params``: ``n_perms``, ``seed``, ``analytical``, ``method``, ``cluster_key``,
-      ``library_key``, ``patient_key``, ``connectivity_key``, ``n_cross_image_edges``,
-      ``normal_min_expected``, ``units`` ("edges").
+        ``library_key``, ``patient_key``, ``connectivity_key``, ``n_cross_image_edges``,
+        ``normal_min_expected``, ``units`` ("edges").
 
     Statistics of a pair whose types are not both present in the unit are NaN; z is NaN where the
     null variance is 0; log2_ratio is -inf where no edge is observed.

@@ -237,10 +237,10 @@ def quantify(
     - ``X`` (float32): the first statistic per channel; ``var_names`` are the channels;
     - ``layers[name]`` (float32): the other statistics;
     - ``obs["label"]``: the label value; ``obs["area_px"]``: pixel count;
-      ``obs["area_um2"]``: ``area_px × pixel_size_um²``;
+        ``obs["area_um2"]``: ``area_px × pixel_size_um²``;
     - ``obsm["spatial"]`` (float64, µm): the centroid, i.e. the mean of the pixel-centre
-      coordinates of the cell's pixels, column 0 = x, column 1 = y
-      (``x = origin_x + mean column × pixel_size_um``).
+        coordinates of the cell's pixels, column 0 = x, column 1 = y
+        (``x = origin_x + mean column × pixel_size_um``).
 
     Raises
     ------
