@@ -44,7 +44,10 @@ class RunResult:
     ``images``: one row per image of the sheet (``sample_id``, ``image_id``, ``status``
     computed/skipped/failed, ``seconds`` of work on the worker, ``error``, ``fingerprint``);
     ``exclusions``: the merged exclusion log (``exclusions.csv``); ``outputs``: the cohort files
-    by name.
+    by name; ``timings``: wall seconds of each phase (``plan_s`` hashing inputs and checking the
+    store, ``cluster_s`` starting or connecting to the cluster, ``images_s`` the per-image tasks,
+    ``cohort_cn_s`` the cohort CN fit and predictions, ``outputs_s`` the cohort tables, figures
+    and manifest).
 
     Examples
     --------
@@ -59,6 +62,7 @@ class RunResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     dashboard_link: str | None = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -269,6 +273,8 @@ def run(
 
         config = load_config(config)
     started = time.perf_counter()
+    timings: dict[str, float] = {}
+    tic = started
     store = ImageStore(config.output)
     config.output.mkdir(parents=True, exist_ok=True)
     store.clean_temp()  # before any worker writes: every temporary file now is debris
@@ -282,7 +288,9 @@ def run(
         and not (cohort_cn and store.status(k, stage_fingerprint(p["fp"])) == "current")
     ]
     collect = _Collector(store, plan, records, fail_fast, progress)
+    timings["plan_s"], tic = time.perf_counter() - tic, time.perf_counter()
     with acquire_client(config.cluster, client=client, scheduler=scheduler, n_workers=n_workers) as cl:
+        timings["cluster_s"], tic = time.perf_counter() - tic, time.perf_counter()
         link = getattr(cl, "dashboard_link", None)
         if progress:
             print(f"spatialpath run: {len(todo)} of {len(plan)} images to compute; dashboard: {link}")
@@ -304,14 +312,19 @@ def run(
                 for k in todo
             }
             collect.gather(cl, futures, "images")
+            timings["images_s"], tic = time.perf_counter() - tic, time.perf_counter()
             if cohort_cn:
                 _cohort_cn(cl, config, store, plan, collect)
+                timings["cohort_cn_s"] = time.perf_counter() - tic
         finally:
             exclusions = store.exclusions.merge(list(plan))
+    tic = time.perf_counter()
     columns = ["sample_id", "image_id", "status", "seconds", "error", "fingerprint"]
     images = pd.DataFrame([{**records[k], "fingerprint": plan[k]["fp"]} for k in plan], columns=columns)
     outputs = _cohort_outputs(config, store, list(plan), images, unblind)
-    return RunResult(config.output, images, exclusions, outputs, link, time.perf_counter() - started)
+    timings["outputs_s"] = time.perf_counter() - tic
+    seconds = time.perf_counter() - started
+    return RunResult(config.output, images, exclusions, outputs, link, seconds, timings)
 
 
 def _cohort_outputs(config, store, images, statuses, unblind) -> dict[str, Path]:

@@ -336,8 +336,10 @@ def test_interaction_test_per_image_and_its_cohort_summary(cohort, client):
 def test_progress_shows_counts_and_the_dashboard_link(cohort, client, capsys):
     folder, rows = cohort
     cfg = make_config(folder, "progress", rows[:2], "")
-    run(cfg, client=client, progress=True)
+    result = run(cfg, client=client, progress=True)
     captured = capsys.readouterr()
+    assert set(result.timings) == {"plan_s", "cluster_s", "images_s", "outputs_s"}  # no CN step here
+    assert 0 < sum(result.timings.values()) <= result.seconds
     assert f"2 of 2 images to compute; dashboard: {client.dashboard_link}" in captured.out
     assert "done=2, failed=0, remaining=0, skipped=0" in captured.err  # tqdm's last postfix
     run(cfg, client=client, progress=False)  # nothing printed without progress
