@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from spatialpath.gr import _pp_kernels as kern
 from spatialpath.gr._pp_passes import build_grid
+from spatialpath.gr._progress import report
 from spatialpath.gr._window import Window
 from spatialpath.model import DataModelError
 
@@ -96,10 +97,12 @@ def kernel_args(xy, codes, win, r, stat, mode, n_types, reach, need_f):
 def csr_samples(codes, win, r, stat, mode, n_types, reach, need_f, n_sim, seed, progress, desc):
     rng_seeds = np.random.SeedSequence(seed).spawn(n_sim)
     out = []
-    for ss in tqdm(rng_seeds, desc=desc, disable=not progress, leave=False):
+    report(0, n_sim, desc)
+    for i, ss in enumerate(tqdm(rng_seeds, desc=desc, disable=not progress, leave=False)):
         rng = np.random.default_rng(ss)
         xy = win.sample_uniform(len(codes), rng)
         out.append(
             kern.evaluate_parallel(codes, kernel_args(xy, codes, win, r, stat, mode, n_types, reach, need_f))
         )
+        report(i + 1, n_sim, desc)
     return np.stack(out)

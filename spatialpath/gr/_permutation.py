@@ -29,6 +29,7 @@ import numba
 import numpy as np
 from tqdm.auto import tqdm
 
+from spatialpath.gr._progress import report
 from spatialpath.gr._utils import Groups
 
 __all__ = ["BLOCK", "PermutationResult", "permutation_seeds", "permutation_test", "shuffle_within"]
@@ -229,6 +230,7 @@ def permutation_test(
     acc = np.zeros((n_blocks, 4, n_stats), np.float64)
     kept = np.zeros((int(n_perms) if keep else 0, n_stats), np.float64)
     per_round = max(1, 4 * numba.get_num_threads())
+    report(0, n_perms, desc)
     with tqdm(total=int(n_perms), desc=desc, disable=not progress, leave=False) as bar:
         for first in range(0, n_blocks, per_round):
             last = min(n_blocks, first + per_round)
@@ -248,6 +250,7 @@ def permutation_test(
                 kept,
             )
             bar.update(min(last * BLOCK, n_perms) - first * BLOCK)
+            report(min(last * BLOCK, n_perms), n_perms, desc)
     total = acc.sum(axis=0) if n_blocks == 1 else _ordered_sum(acc)
     mean_d = total[0] / n_perms
     var = np.maximum(total[1] / n_perms - mean_d**2, 0.0)
