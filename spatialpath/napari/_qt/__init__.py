@@ -1,0 +1,1 @@
+"""Qt front ends of the spatialpath napari widgets (imported only by napari)."""
