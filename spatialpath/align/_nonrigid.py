@@ -1,8 +1,10 @@
 """Non-rigid refinement: a smooth, fold-free displacement field from coarse-to-fine block matching.
 
 :func:`estimate_displacement` returns the pull-back field ``e`` with ``fixed(y) ≈ moving(y + e(y))``
-for two images on the same pixel grid (after an affine registration); :func:`random_displacement`
-draws a seeded smooth field for tests and simulations. See ``docs/nonrigid-registration.md``.
+for two images on the same pixel grid (after an affine registration). The fold guard and
+:func:`random_displacement` (a seeded smooth field for tests and simulations) live in
+:mod:`._nonrigid_folds` and are re-exported here; block matching in :mod:`._blockmatch`. See
+``docs/nonrigid-registration.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from tqdm.auto import tqdm
 
 from spatialpath.align._blockmatch import local_linear, match_blocks, median_outliers
 from spatialpath.align._displacement import DisplacementField
+from spatialpath.align._nonrigid_folds import (  # noqa: F401  (re-exported)
+    _fold_stats,
+    _guard_folds,
+    random_displacement,
+)
 from spatialpath.model import DataModelError
 
 __all__ = ["LowConfidenceWarning", "NonrigidReport", "estimate_displacement", "random_displacement"]
@@ -33,9 +40,6 @@ _WORK_HALF_PX = 40
 _MIN_NCC = 0.3
 #: below this fraction of reliable nodes at the coarsest level the images are deemed unrelated.
 _MIN_RELIABLE = 0.3
-#: the returned field satisfies det(I + ∇e) ≥ _MIN_DET and ‖∇e‖₂ ≤ _MAX_GRAD everywhere.
-_MIN_DET = 0.2
-_MAX_GRAD = 0.8
 #: local-linear smoothing bandwidth (in nodes) of the node estimates, and its fallback for gaps.
 _SMOOTH_NODES = 1.0
 _FILL_NODES = 3.0
@@ -66,46 +70,6 @@ class NonrigidReport:
     scale: float = 1.0
     extra_smoothing: int = 0
     low_confidence: bool = False
-
-
-# ---------------------------------------------------------------------- fold checks
-def _fold_stats(values: np.ndarray, hx: float, hy: float) -> tuple[float, float]:
-    """Exact min det(I + ∇d) and max ‖∇d‖₂ of the bilinear field (edge-extended) on a grid.
-
-    Within a bilinear cell the determinant is affine in each coordinate with no cross term and the
-    norm is convex along each axis, so both extremes are reached at cell corners, where the one-sided
-    cell differences are the derivatives.
-    """
-    ax = np.diff(values, axis=2) / hx  # (2, ny, nx-1): ∂/∂x along each node row
-    ay = np.diff(values, axis=1) / hy  # (2, ny-1, nx): ∂/∂y along each node column
-    dets, norms = [], []
-    for gx in (ax[:, :-1, :], ax[:, 1:, :]):
-        for gy in (ay[:, :, :-1], ay[:, :, 1:]):
-            a, b, c, d = gx[0], gy[0], gx[1], gy[1]  # ∂dx/∂x, ∂dx/∂y, ∂dy/∂x, ∂dy/∂y
-            dets.append((1 + a) * (1 + d) - b * c)
-            s = a * a + b * b + c * c + d * d
-            det_j = a * d - b * c
-            norms.append(np.sqrt(0.5 * (s + np.sqrt(np.maximum(s * s - 4 * det_j * det_j, 0.0)))))
-    edge = [1 + ax[0, 0], 1 + ax[0, -1], 1 + ay[1, :, 0], 1 + ay[1, :, -1]]  # edge-extended outside
-    min_det = min(float(np.min(np.concatenate([x.ravel() for x in dets]))), *(float(e.min()) for e in edge))
-    return min_det, float(np.max(np.concatenate([x.ravel() for x in norms])))
-
-
-def _guard_folds(
-    values: np.ndarray, hx: float, hy: float, *, smooth: bool
-) -> tuple[np.ndarray, float, int, float, float]:
-    """Smooth (optionally) then shrink ``values`` until min det ≥ _MIN_DET and max gradient ≤ _MAX_GRAD."""
-    v, n_smooth = values, 0
-    det, grad = _fold_stats(v, hx, hy)
-    while smooth and (det < _MIN_DET or grad > _MAX_GRAD) and n_smooth < 3:
-        v = np.stack([ndimage.gaussian_filter(c, 1.0, mode="nearest") for c in v])
-        n_smooth += 1
-        det, grad = _fold_stats(v, hx, hy)
-    scale = 1.0
-    while det < _MIN_DET or grad > _MAX_GRAD:  # terminates: scale → 0 gives det → 1, grad → 0
-        scale *= 0.9
-        det, grad = _fold_stats(v * scale, hx, hy)
-    return v * scale, scale, n_smooth, det, grad
 
 
 # ---------------------------------------------------------------------- validation
@@ -411,60 +375,3 @@ def estimate_displacement(
     if not return_info:
         return result
     return result, NonrigidReport(records, det, grad, scale, n_smooth, False)
-
-
-def random_displacement(
-    extent_um: tuple[float, float],
-    *,
-    amplitude_um: float,
-    length_scale_um: float,
-    origin_um: tuple[float, float] = (0.0, 0.0),
-    spacing_um: float | None = None,
-    seed: int = 0,
-) -> DisplacementField:
-    """A seeded smooth random displacement field with no folds (for tests and simulations).
-
-    White noise on a node grid is Gaussian filtered (σ = ``length_scale_um``) and rescaled so the
-    largest displacement is ``amplitude_um``. If that would fold or be steeper than the fold guard
-    of :func:`estimate_displacement` (det(I + ∇d) ≥ 0.2, ‖∇d‖₂ ≤ 0.8), the field is shrunk with a
-    warning.
-
-    Parameters
-    ----------
-    extent_um
-        ``(width, height)`` of the region covered, from ``origin_um`` (µm).
-    amplitude_um, length_scale_um
-        Largest displacement and correlation length (µm).
-    spacing_um
-        Node spacing (default a quarter of the length scale).
-    seed
-        Seed of ``numpy.random.default_rng``.
-
-    Examples
-    --------
-    >>> d = random_displacement((500.0, 400.0), amplitude_um=5.0, length_scale_um=100.0, seed=0)
-    >>> round(d.max_norm(), 6), bool(d.jacobian_determinant().min() > 0)
-    (5.0, True)
-    """
-    w, hgt = (float(v) for v in extent_um)
-    if not (np.isfinite(w) and np.isfinite(hgt) and w > 0 and hgt > 0):
-        raise DataModelError(f"extent_um must be a positive (width, height) in µm, got {extent_um!r}")
-    for name, val in (("amplitude_um", amplitude_um), ("length_scale_um", length_scale_um)):
-        if not (np.isfinite(val) and val > 0):
-            raise DataModelError(f"{name} must be a positive number of µm, got {val!r}")
-    step = float(spacing_um) if spacing_um is not None else length_scale_um / 4.0
-    if not (np.isfinite(step) and step > 0):
-        raise DataModelError(f"spacing_um must be a positive number of µm, got {spacing_um!r}")
-    nx, ny = int(np.ceil(w / step)) + 1, int(np.ceil(hgt / step)) + 1
-    rng = np.random.default_rng(seed)
-    noise = rng.standard_normal((2, ny, nx))
-    v = np.stack([ndimage.gaussian_filter(c, length_scale_um / step, mode="reflect") for c in noise])
-    v *= amplitude_um / np.sqrt((v**2).sum(axis=0)).max()
-    v, scale, _, _, _ = _guard_folds(v, step, step, smooth=False)
-    if scale < 1.0:
-        warnings.warn(
-            f"random_displacement: amplitude {amplitude_um:g} µm over a length scale of "
-            f"{length_scale_um:g} µm would fold or be too steep; shrunk to {amplitude_um * scale:.3g} µm",
-            stacklevel=2,
-        )
-    return DisplacementField.from_spacing(v, step, origin_um)

@@ -164,8 +164,30 @@ DERIVED = {"luminance": _luminance, "B-G": _difference(2, 1), "B-R": _difference
 COMPOSITE_CHANNELS = ("B", "B-G", "luminance")
 
 
+#: label masks are registered through each label's interior: the distance (µm) to the label's edge (the
+#: background or another label) clipped at this value, so touching cells stay apart and cell centres, where
+#: nuclei sit, are bright (see docs/image-registration.md, "CosMx").
+LABEL_INTERIOR_UM = 1.5
+
+
 def _foreground(block: np.ndarray) -> np.ndarray:
     return (block[0] > 0).astype(np.float32)
+
+
+def _interior(clip_px: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Per-label distance (px) to the label's edge, clipped at ``clip_px``: a cone-topped mesa per label."""
+
+    def fn(block: np.ndarray) -> np.ndarray:
+        lab = block[0]
+        inner = lab > 0
+        step_r, step_c = lab[1:] != lab[:-1], lab[:, 1:] != lab[:, :-1]
+        inner[1:] &= ~step_r
+        inner[:-1] &= ~step_r
+        inner[:, 1:] &= ~step_c
+        inner[:, :-1] &= ~step_c
+        return np.minimum(ndimage.distance_transform_edt(inner), clip_px).astype(np.float32)
+
+    return fn
 
 
 def _one(block: np.ndarray) -> np.ndarray:
@@ -190,7 +212,14 @@ def prepare(img: xr.DataArray, channel: str | int | None, *, what: str = "fixed"
             raise DataModelError(f"a 2-D {what} image must have dims ('y', 'x'), got {img.dims}")
         data = img.data[None]
         if np.issubdtype(img.dtype, np.integer) or img.dtype == bool:
-            return Prepared(data, _foreground, ps, origin, "labels")
+            if channel is not None and channel not in ("labels", "foreground"):
+                raise DataModelError(
+                    f"{what}_channel={channel!r} is not a channel of a label mask; use None or 'labels' "
+                    "(each label's interior distance) or 'foreground' (label > 0)"
+                )
+            if channel == "foreground":
+                return Prepared(data, _foreground, ps, origin, "foreground")
+            return Prepared(data, _interior(max(1.0, LABEL_INTERIOR_UM / ps)), ps, origin, "labels")
         return Prepared(data, _one, ps, origin, str(img.name or "image"))
     if img.dims != ("c", "y", "x"):
         raise DataModelError(

@@ -9,8 +9,7 @@ on a pyramid (:mod:`._refine`), optional non-rigid refinement, then a quality ch
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import xarray as xr
@@ -20,8 +19,9 @@ from spatialpath.align._coarse import DEFAULT_SCALES, Candidate, coarse_search
 from spatialpath.align._mutual_info import conditional_mean_map, nmi_affine
 from spatialpath.align._nonrigid import estimate_displacement
 from spatialpath.align._preprocess import COMPOSITE_CHANNELS, Prepared, grid_matrix, prepare, smooth
-from spatialpath.align._quality import RegistrationError, checkerboard, ncc, nmi, overlay, warp
+from spatialpath.align._quality import RegistrationError, ncc, nmi, warp
 from spatialpath.align._refine import ecc_affine, project, refine_patches
+from spatialpath.align._register_result import RegistrationResult
 from spatialpath.align._transform import Transform
 from spatialpath.model import DataModelError
 
@@ -37,92 +37,6 @@ MIN_OVERLAP = 0.2
 #: thumbnail size (long side, px) of the exhaustive rotation search; the candidate refinement and QC use 2×.
 COARSE_SIZE = 160
 _SIGMA = 1.0  # smoothing (px) of both images at every refinement level
-
-
-@dataclass
-class RegistrationResult:
-    """Outcome of :func:`register_images`.
-
-    ``similarity_before``/``similarity_after``: Pearson correlation (NCC) of the fixed thumbnail and the
-    moving thumbnail resampled into it, over their overlap, with the input placement (moving µm taken as
-    fixed µm; NaN when they do not overlap) and with ``transform``. ``nmi_after``: normalised mutual
-    information (1 = independent, 2 = identical). ``overlap_fraction``: overlap area over the smaller image.
-    ``coarse_score``/``runner_up_score``: correlation (2× coarse thumbnail) of the chosen coarse pose and of
-    the best distinct pose (−1 if none); their difference is checked against ``min_margin``.
-    """
-
-    transform: Transform
-    similarity_before: float
-    similarity_after: float
-    nmi_after: float
-    overlap_fraction: float
-    candidates: list[dict[str, Any]]
-    timings: dict[str, float]
-    channels: dict[str, str]
-    qc_pixel_size_um: float
-    coarse_score: float
-    runner_up_score: float
-    _fixed_thumb: np.ndarray = field(repr=False)
-    _moved_thumb: np.ndarray = field(repr=False)
-    _valid: np.ndarray = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe QC record (transform included)."""
-
-        def num(v: float) -> float | None:
-            return None if not np.isfinite(v) else float(v)
-
-        return {
-            "transform": self.transform.to_dict(),
-            "similarity_metric": "ncc",
-            "similarity_before": num(self.similarity_before),
-            "similarity_after": num(self.similarity_after),
-            "nmi_after": num(self.nmi_after),
-            "overlap_fraction": num(self.overlap_fraction),
-            "candidates": [
-                {k: (float(v) if isinstance(v, float) else v) for k, v in c.items()} for c in self.candidates
-            ],
-            "timings_s": {k: float(v) for k, v in self.timings.items()},
-            "channels": dict(self.channels),
-            "qc_pixel_size_um": float(self.qc_pixel_size_um),
-            "coarse_score": num(self.coarse_score),
-            "runner_up_score": num(self.runner_up_score),
-        }
-
-    def plot_checkerboard(self, n: int = 8, ax: Any = None) -> Any:
-        """Checkerboard of the fixed thumbnail and the registered moving thumbnail; returns the Figure."""
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 6)) if ax is None else (ax.figure, ax)
-        ax.imshow(
-            checkerboard(self._fixed_thumb, self._moved_thumb, self._valid, n), cmap="gray", vmin=0, vmax=1
-        )
-        ax.set_title(f"fixed / registered moving (NCC {self.similarity_after:.3f})")
-        ax.set_axis_off()
-        return fig
-
-    def plot_overlay(self, ax: Any = None) -> Any:
-        """Fixed (magenta) over the registered moving image (green); returns the Figure."""
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 6)) if ax is None else (ax.figure, ax)
-        ax.imshow(overlay(self._fixed_thumb, self._moved_thumb, self._valid))
-        ax.set_title(f"fixed (magenta) / moving (green), overlap {self.overlap_fraction:.0%}")
-        ax.set_axis_off()
-        return fig
-
-    def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{k}</td><td>{v:.4g}</td></tr>"
-            for k, v in [
-                ("similarity before (NCC)", self.similarity_before),
-                ("similarity after (NCC)", self.similarity_after),
-                ("NMI after", self.nmi_after),
-                ("overlap fraction", self.overlap_fraction),
-                ("total time (s)", sum(self.timings.values())),
-            ]
-        )
-        return f"<b>RegistrationResult</b><table>{rows}</table>{self.transform._repr_html_()}"
 
 
 def _thumb(prep: Prepared, ps: float) -> tuple[np.ndarray, np.ndarray]:

@@ -67,6 +67,28 @@ def centred_pose(
 POSE = centred_pose(140.0, 1.1, True)
 
 
+def test_label_channel_is_the_clipped_interior_distance_of_each_label():
+    """Closed form: a 7 × 7 label loses its edge ring, its centre is 3 px from it; touching labels part."""
+    lab = np.zeros((9, 16), np.int32)
+    lab[1:8, 1:8], lab[1:8, 8:15] = 1, 2  # two touching squares
+    p = prepare(make_labels(lab, pixel_size_um=0.25), None)  # clip 1.5 µm = 6 px: not reached
+    out = p.fn(lab[None])
+    assert p.channel == "labels"
+    assert out[4, 4] == 3.0
+    assert out[4, 11] == 3.0
+    assert (out[:, 7:9] == 0).all()  # the shared edge of labels 1 and 2
+    assert out[2, 2] == 1.0
+    clipped = prepare(make_labels(lab, pixel_size_um=1.0), None).fn(lab[None])  # clip 1.5 px
+    assert clipped.max() == 1.5
+    fg = prepare(make_labels(lab, pixel_size_um=0.25), "foreground")
+    assert fg.channel == "foreground"
+    assert (fg.fn(lab[None]) == (lab > 0)).all()
+    with pytest.raises(
+        DataModelError, match=r"fixed_channel='DAPI' is not a channel of a label mask.*'foreground'"
+    ):
+        prepare(make_labels(lab, pixel_size_um=0.25), "DAPI")
+
+
 def test_label_mask_to_image_recovers_a_mirrored_rotated_scaled_pose(pair):
     fixed, labels = pair
     mov = make_labels(moved(labels, POSE, 0.5, order=0).astype(np.int32), pixel_size_um=0.5)
