@@ -117,6 +117,11 @@ def _categorical(adata: AnnData, key: str) -> pd.Categorical:
     return pd.Categorical(col.astype("string").astype(object))
 
 
+def categories(adata: AnnData, key: str) -> list[str]:
+    """The categories of a categorical (or string/boolean) ``obs`` column, in legend order."""
+    return [str(c) for c in _categorical(adata, key).categories]
+
+
 def _palette(adata: AnnData, key: str, cat: pd.Categorical) -> list[str]:
     """Colours of the categories of ``cat``: ``uns[f"{key}_colors"]`` or tab20 (written when missing)."""
     names = [str(c) for c in cat.categories]

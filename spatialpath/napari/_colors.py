@@ -11,11 +11,7 @@ from collections.abc import Mapping
 
 import matplotlib as mpl
 import numpy as np
-import pandas as pd
 from anndata import AnnData
-
-from spatialpath.model import DataModelError
-from spatialpath.pl._palette import category_colors
 
 __all__ = ["COMPARTMENT_COLORS", "compartment_colors", "point_colors", "rgba"]
 
@@ -42,59 +38,36 @@ def rgba(colors: list[str] | np.ndarray) -> np.ndarray:
     return np.asarray(mpl.colors.to_rgba_array(colors), dtype=np.float32).reshape(-1, 4)
 
 
-def _values(adata: AnnData, key: str) -> pd.Series | np.ndarray:
-    if key in adata.obs.columns:
-        return adata.obs[key]
-    if key in adata.var_names:
-        col = adata[:, key].X
-        col = col.toarray() if hasattr(col, "toarray") else np.asarray(col)
-        return np.asarray(col, dtype=np.float64).ravel()
-    raise DataModelError(
-        f"cannot colour by {key!r}: it is neither an obs column nor a marker (var_name); obs columns: "
-        f"{list(adata.obs.columns)[:12]}, markers: {list(adata.var_names[:12])}"
-    )
-
-
 def point_colors(
     adata: AnnData, key: str | None, *, cmap: str = "viridis"
 ) -> tuple[np.ndarray, dict[str, str]]:
     """Face colour of every cell, ``(n, 4)`` float32, and the legend ``{category: colour}``.
 
-    A categorical (or string/boolean) ``obs`` column is coloured from ``uns[f"{key}_colors"]``
-    (scanpy's palette; ``tab20`` when absent) by indexing the palette with the category codes, which
-    is fast for millions of cells; a numeric column or a marker is mapped through ``cmap`` between
-    its 1st and 99th percentiles (the legend is then empty). Missing values are grey.
+    The colours are the cell-types widget's (:func:`spatialpath.napari._cell_types.point_colors`):
+    a categorical (or string/boolean) ``obs`` column takes ``uns[f"{key}_colors"]`` (scanpy's
+    palette, written when missing) indexed by the category codes, which is fast for millions of
+    cells; a numeric column or a marker is mapped through ``cmap`` between its 1st and 99th
+    percentiles (the legend is then empty). Missing values are grey. ``key=None``: white.
 
     Examples
     --------
     >>> import anndata as ad, pandas as pd
-    >>> a = ad.AnnData(obs=pd.DataFrame({"t": pd.Categorical(["B", "A", "B"])}))
+    >>> a = ad.AnnData(obs=pd.DataFrame({"t": pd.Categorical(["B", "A", "B"])}, index=list("012")))
     >>> a.uns["t_colors"] = ["#ff0000", "#0000ff"]
     >>> face, legend = point_colors(a, "t")
     >>> face[:, :3].tolist(), legend
     ([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], {'A': '#ff0000', 'B': '#0000ff'})
     """
-    n = adata.n_obs
+    from spatialpath.napari import _cell_types
+
     if key is None:
-        return np.tile(rgba(["#ffffff"]), (n, 1)), {}
-    values = _values(adata, key)
-    if isinstance(values, pd.Series) and not pd.api.types.is_numeric_dtype(values.dtype):
-        if not isinstance(values.dtype, pd.CategoricalDtype):
-            raise DataModelError(
-                f"obs[{key!r}] is {values.dtype}, not categorical: convert it with "
-                f"adata.obs[{key!r}] = adata.obs[{key!r}].astype('category') to colour cells by it"
-            )
-        legend = category_colors(adata, key)
-        palette = np.vstack([rgba(list(legend.values())), rgba(["#808080"])])
-        codes = values.cat.codes.to_numpy()
-        return palette[np.where(codes < 0, len(legend), codes)], legend
-    x = np.asarray(values, dtype=np.float64)
-    ok = np.isfinite(x)
-    lo, hi = np.percentile(x[ok], [1, 99]) if ok.any() else (0.0, 1.0)
-    scaled = np.clip((x - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
-    face = np.asarray(mpl.colormaps[cmap](np.where(ok, scaled, 0.0)), dtype=np.float32)
-    face[~ok] = rgba(["#808080"])[0]
-    return face, {}
+        return np.tile(rgba(["#ffffff"]), (adata.n_obs, 1)), {}
+    face = _cell_types.point_colors(adata, key, cmap=cmap)
+    if not _cell_types.is_categorical(adata, key):
+        return face, {}
+    table = _cell_types.legend(adata, key)  # categories in order, then an "NA" row for missing labels
+    n = len(_cell_types.categories(adata, key))
+    return face, dict(zip(table["category"][:n], table["color"][:n], strict=True))
 
 
 def compartment_colors(names: list[str]) -> dict[str, str]:

@@ -88,8 +88,10 @@ def test_cells_layer_errors():
     with pytest.raises(DataModelError, match=r"obsm\['spatial'\].*\(n_cells, 2\)"):
         cells_layer(adata)
     adata.obsm["spatial"] = np.zeros((2, 2))
-    with pytest.raises(DataModelError, match=r"not categorical.*astype\('category'\)"):
-        cells_layer(adata)
+    _, kw, _ = cells_layer(adata)  # a string column is coloured as its categories would be
+    as_cat = adata.copy()
+    as_cat.obs["cell_type"] = as_cat.obs["cell_type"].astype("category")
+    np.testing.assert_array_equal(kw["face_color"], cells_layer(as_cat)[1]["face_color"])
     with pytest.raises(DataModelError, match="neither an obs column nor a marker"):
         cells_layer(adata, color_by="CD8")
     adata.obs["image_id"] = "a"
