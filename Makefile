@@ -12,18 +12,26 @@ EXTRAS := dev,mcd,napari,docs
 GUI_DEBS := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libgl1 libegl1 libxkbcommon-x11-0 \
 	libxcb-cursor0 libdbus-1-3 libfontconfig1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# the GUI session has its own options: napari's pytest plugin on, only the plugin's tests
+# the GUI session has its own options: napari's pytest plugin on, only the plugin's tests and
+# the napari tour notebook
 GUI_PYTEST := -o addopts="" -ra --strict-markers --import-mode=importlib --doctest-modules \
-	--durations=10 tests/napari spatialpath/napari
+	--durations=10 --nbmake --nbmake-timeout=900 --overwrite \
+	tests/napari spatialpath/napari $(NB_DIR)/06_napari_tour.ipynb
+# Notebooks run (reduced sizes: SPATIALPATH_NB_FAST=1) on copies in docs/notebooks/, where the
+# documentation site renders them with their outputs: executed once, in the test run.
+NB_DIR := docs/notebooks
+NB_PYTEST := -p no:napari -p no:npe2 -o addopts="" -ra --nbmake --nbmake-timeout=900 --overwrite \
+	--durations=10
 
-.PHONY: install demo test test-gui gui-deps docs lint format constraints bench clean help
+.PHONY: install demo test test-notebooks test-gui gui-deps docs lint format constraints bench clean help
 
 help:
 	@echo "make demo    run the main job on the embedded simulated cohort -> $(OUT)/"
 	@echo "make test    ruff lint + format check + the whole test suite (with --durations=20), GUI tests under Xvfb"
 	@echo "make test-gui  only the napari plugin's tests, under Xvfb (installs its Debian packages if missing)"
 	@echo "make install create .venv/ with pinned versions (constraints.txt); done by demo and test"
-	@echo "make docs    build the documentation site (strict) -> site/"
+	@echo "make docs    build the documentation site (strict) -> site/, executing the notebooks if needed"
+	@echo "make test-notebooks  execute notebooks 01-05 (reduced sizes) into docs/notebooks/"
 	@echo "make format  apply ruff fixes and formatting"
 	@echo "make constraints  re-resolve constraints.txt on Python 3.11 after changing pyproject.toml"
 
@@ -45,7 +53,16 @@ lint: install
 
 test: lint
 	MPLBACKEND=Agg $(BIN)/python -m pytest --durations=20 $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-notebooks
 	$(MAKE) --no-print-directory test-gui
+	$(MAKE) --no-print-directory docs
+
+# Notebooks 01-05 (06, the napari tour, runs in test-gui under Xvfb).
+test-notebooks: install
+	rm -rf $(NB_DIR) && mkdir -p $(NB_DIR)
+	cp notebooks/*.ipynb $(NB_DIR)/
+	SPATIALPATH_NB_FAST=1 MPLBACKEND=Agg $(BIN)/python -m pytest $(NB_PYTEST) \
+	  $(filter-out $(NB_DIR)/06_napari_tour.ipynb,$(patsubst notebooks/%,$(NB_DIR)/%,$(wildcard notebooks/*.ipynb)))
 
 # Install the GUI test packages when missing (apt-get update retried); with CI=true a failure stops make test.
 gui-deps:
@@ -60,11 +77,14 @@ gui-deps:
 test-gui: install gui-deps
 	@if ! command -v xvfb-run >/dev/null 2>&1; then \
 	  echo "xvfb-run is missing: the napari GUI tests did not run"; [ "$$CI" != true ] || exit 1; exit 0; fi
-	QT_QPA_PLATFORM=xcb MPLBACKEND=Agg xvfb-run -a -s "-screen 0 1600x1200x24" \
+	@test -f $(NB_DIR)/06_napari_tour.ipynb || { mkdir -p $(NB_DIR) && cp notebooks/06_napari_tour.ipynb $(NB_DIR)/; }
+	SPATIALPATH_NB_FAST=1 QT_QPA_PLATFORM=xcb MPLBACKEND=Agg xvfb-run -a -s "-screen 0 1600x1200x24" \
 	  $(BIN)/python -m pytest $(GUI_PYTEST) $(PYTEST_ARGS)
 
 # The documentation site in site/ (mkdocs.yml; strict: a broken link or reference fails).
 docs: install
+	@for nb in notebooks/*.ipynb; do test -f $(NB_DIR)/$$(basename $$nb) || { \
+	  echo "docs: executing the notebooks first"; $(MAKE) --no-print-directory test-notebooks test-gui; break; }; done
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	@echo "site/index.html"
 
