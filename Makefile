@@ -12,15 +12,13 @@ EXTRAS := dev,mcd,napari,docs
 GUI_DEBS := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libgl1 libegl1 libxkbcommon-x11-0 \
 	libxcb-cursor0 libdbus-1-3 libfontconfig1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# the GUI session has its own options: napari's pytest plugin on, only the plugin's tests and
-# the napari tour notebook
-GUI_PYTEST := -o addopts="" -ra --strict-markers --import-mode=importlib --doctest-modules \
-	--durations=10 --nbmake --nbmake-timeout=900 --overwrite \
-	tests/napari spatialpath/napari $(NB_DIR)/06_napari_tour.ipynb
 # Notebooks run (reduced sizes: SPATIALPATH_NB_FAST=1) on copies in docs/notebooks/, where the
 # documentation site renders them with their outputs: executed once, in the test run.
 NB_DIR := docs/notebooks
-NB_PYTEST := -p no:napari -p no:npe2 -o addopts="" -ra --nbmake --nbmake-timeout=900 --overwrite \
+# the GUI session has its own options: napari's pytest plugin on, only the plugin's tests
+GUI_PYTEST := -o addopts="" -ra --strict-markers --import-mode=importlib --doctest-modules \
+	--durations=10 tests/napari spatialpath/napari
+NB_PYTEST := -p no:napari -p no:npe2 -o addopts="" -ra --nbmake --nbmake-timeout=300 --overwrite \
 	--durations=10
 
 .PHONY: install demo test test-notebooks test-gui gui-deps docs lint format constraints bench clean help
@@ -77,9 +75,14 @@ gui-deps:
 test-gui: install gui-deps
 	@if ! command -v xvfb-run >/dev/null 2>&1; then \
 	  echo "xvfb-run is missing: the napari GUI tests did not run"; [ "$$CI" != true ] || exit 1; exit 0; fi
-	@test -f $(NB_DIR)/06_napari_tour.ipynb || { mkdir -p $(NB_DIR) && cp notebooks/06_napari_tour.ipynb $(NB_DIR)/; }
-	SPATIALPATH_NB_FAST=1 QT_QPA_PLATFORM=xcb MPLBACKEND=Agg xvfb-run -a -s "-screen 0 1600x1200x24" \
+	QT_QPA_PLATFORM=xcb MPLBACKEND=Agg xvfb-run -a -s "-screen 0 1600x1200x24" \
 	  $(BIN)/python -m pytest $(GUI_PYTEST) $(PYTEST_ARGS)
+	@# the napari tour notebook under Xvfb, in a session without pytest-qt: its
+	@# QT_API setting, inherited by the kernel, hangs ipykernel's Qt event loop
+	@mkdir -p $(NB_DIR) && cp notebooks/06_napari_tour.ipynb $(NB_DIR)/
+	env -u QT_API SPATIALPATH_NB_FAST=1 QT_QPA_PLATFORM=xcb MPLBACKEND=Agg \
+	  xvfb-run -a -s "-screen 0 1600x1200x24" \
+	  $(BIN)/python -m pytest $(NB_PYTEST) -p no:pytest-qt $(NB_DIR)/06_napari_tour.ipynb
 
 # The documentation site in site/ (mkdocs.yml; strict: a broken link or reference fails).
 docs: install
