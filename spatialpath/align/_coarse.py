@@ -22,10 +22,14 @@ from scipy import fft
 from spatialpath.align._quality import warp
 from spatialpath.align._refine import ecc_affine
 
-__all__ = ["Candidate", "coarse_search", "masked_ncc"]
+__all__ = ["Candidate", "coarse_search", "masked_ncc", "overlap_fraction"]
 
-#: scales (moving → fixed, µm) tried by the exhaustive search: 0.8–1.25 in ratios of ≈ 1.12.
-DEFAULT_SCALES = (0.8, 0.894, 1.0, 1.118, 1.25)
+#: scales (moving → fixed, µm) tried by the exhaustive search: 0.8–1.25 in 9 ratios of ≈ 1.057.
+DEFAULT_SCALES = tuple(float(s) for s in np.round(np.exp(np.linspace(np.log(0.8), np.log(1.25), 9)), 4))
+#: rotation step (degrees) of the exhaustive search.
+ANGLE_STEP = 6.0
+#: hypotheses closer than this in log scale (and same mirror, rotation < 2 steps) are one pose.
+SCALE_DEDUP = 0.08
 #: exponent of the overlap fraction that multiplies the grid NCC (0: plain masked NCC).
 OVERLAP_POWER = 0.5
 
@@ -111,6 +115,20 @@ def masked_ncc(
     return float(score.flat[k]), (int(dr), int(dc))
 
 
+def overlap_fraction(fixed_shape: tuple[int, int], moving_shape: tuple[int, int], pull: np.ndarray) -> float:
+    """Overlap of the moving image pulled by ``pull`` (fixed px → moving px) over the smaller image's area.
+
+    Examples
+    --------
+    >>> shift = np.array([[1.0, 0, 50], [0, 1, 0], [0, 0, 1]])  # half of a 100-px wide moving image
+    >>> round(overlap_fraction((100, 100), (100, 100), shift), 2)
+    0.5
+    """
+    _, valid = warp(np.zeros(moving_shape, np.float32), pull, fixed_shape, order=0)
+    area_m = moving_shape[0] * moving_shape[1] / max(abs(np.linalg.det(pull[:2, :2])), 1e-12)
+    return float(min(1.0, valid.sum() / max(1.0, min(fixed_shape[0] * fixed_shape[1], area_m))))
+
+
 def _place(moving: np.ndarray, lin: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Warp ``moving`` by ``lin`` about its centre into a canvas that holds it; canvas ← moving map."""
     h, w = moving.shape
@@ -138,7 +156,7 @@ def coarse_search(
     fixed: list[tuple[np.ndarray, np.ndarray]],
     moving: list[tuple[np.ndarray, np.ndarray]],
     *,
-    angle_step: float = 8.0,
+    angle_step: float = ANGLE_STEP,
     scales: tuple[float, ...] = DEFAULT_SCALES,
     allow_flip: bool = True,
     model: str = "affine",
@@ -169,7 +187,7 @@ def coarse_search(
             break
         if not any(
             c.flip == cand.flip
-            and abs(np.log(c.scale / cand.scale)) < 0.05
+            and abs(np.log(c.scale / cand.scale)) < SCALE_DEDUP
             and abs((c.rotation_deg - cand.rotation_deg + 180) % 360 - 180) < 2 * angle_step
             for c in seen
         ):
@@ -180,15 +198,18 @@ def coarse_search(
     if valid.mean() > 0.25:
         seen.append(Candidate(ident, float("nan"), 0.0, 1.0, False))
     out = []
+    levels = list(zip(fixed[1:], moving[1:], strict=True)) or [(fixed[0], moving[0])]
     for cand in seen:
         m = gfc @ cand.matrix @ np.linalg.inv(gmc)
         rho = cand.score
-        for (f, gf), (mv, gm) in zip(fixed, moving, strict=False):
+        for (f, gf), (mv, gm) in levels:
             pull = np.linalg.inv(gm) @ np.linalg.inv(m) @ gf
             pull, rho = ecc_affine(f, mv, pull, model=model, max_iter=30, n_samples=20_000)
             m = gf @ np.linalg.inv(pull) @ np.linalg.inv(gm)
+        # the same overlap weighting as the grid: ECC can slide a look-alike towards a small partial overlap
+        score = float(rho) * overlap_fraction(f.shape, mv.shape, pull) ** OVERLAP_POWER
         out.append(
-            Candidate(m, float(rho) if np.isfinite(rho) else -1.0, cand.rotation_deg, cand.scale, cand.flip)
+            Candidate(m, score if np.isfinite(score) else -1.0, cand.rotation_deg, cand.scale, cand.flip)
         )
     out.sort(key=lambda c: -c.score)
     return out

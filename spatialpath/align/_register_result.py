@@ -36,6 +36,7 @@ class RegistrationResult:
     qc_pixel_size_um: float
     coarse_score: float
     runner_up_score: float
+    nonrigid: dict[str, Any] | None
     _fixed_thumb: np.ndarray = field(repr=False)
     _moved_thumb: np.ndarray = field(repr=False)
     _valid: np.ndarray = field(repr=False)
@@ -61,6 +62,7 @@ class RegistrationResult:
             "qc_pixel_size_um": float(self.qc_pixel_size_um),
             "coarse_score": num(self.coarse_score),
             "runner_up_score": num(self.runner_up_score),
+            "nonrigid": None if self.nonrigid is None else dict(self.nonrigid),
         }
 
     def plot_checkerboard(self, n: int = 8, ax: Any = None) -> Any:

@@ -215,7 +215,7 @@ def test_rgb_channel_choice():
     assert prepare(dark, 0).channel == "R"
 
 
-def test_nonrigid_returns_a_displacement_field(pair):
+def test_nonrigid_field_is_not_kept_when_there_is_nothing_to_correct(pair):
     pytest.importorskip("spatialpath.align._nonrigid", reason="the non-rigid module has not landed")
     from spatialpath.align import _nonrigid
 
@@ -224,7 +224,11 @@ def test_nonrigid_returns_a_displacement_field(pair):
     fixed, _ = pair
     mov = make_image(np.rot90(fixed.values[0]).copy(), channels=["DAPI"], pixel_size_um=0.5)
     res = register_images(fixed, mov, nonrigid=True, progress=False)
-    assert res.transform.displacement is not None
+    # an exact rotation leaves nothing to correct: the field lowers NMI and the guard keeps the affine result
+    assert res.nonrigid["accepted"] is False
+    assert res.nonrigid["gain"] < res.nonrigid["min_gain"]
+    assert res.transform.displacement is None
+    assert res.to_dict()["nonrigid"]["reason"].endswith("kept the affine transform")
     pts = np.array([[60.0, 50.0], [100.0, 80.0]])
     np.testing.assert_allclose(
         res.transform.apply_points(pts),

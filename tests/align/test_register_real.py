@@ -137,20 +137,7 @@ def test_same_modality_recovers_planted_pose(images, name, seed, flip, min_rot):
     assert res.similarity_after > 0.9
 
 
-def test_cosmx_labels_to_composite_finds_the_pose(images):
-    """Cross-modal, cell-label mask ↔ IF composite: the pose is found, the residual is a few pixels."""
-    fixed, img = images["cosmx_labels"], images["cosmx"]
-    truth = planted_pose(5, img.shape[-2:], 0.18, flip=True, min_rot=120.0)
-    res = register_images(fixed, apply_pose(img, truth, 0.18), progress=False)
-    got, want = res.transform.params(), truth.params()
-    assert got["flip"] == want["flip"]
-    assert abs((got["rotation_deg"] - want["rotation_deg"] + 180) % 360 - 180) < 2.0
-    err = tre_px(res.transform, truth, img.shape[-2:], 0.18)
-    assert np.median(err) <= 12.0  # measured 6–7 px; the issue's 2 px is not reached (see docs)
-    assert res.similarity_after >= 0.4
-
-
-@pytest.mark.parametrize(("seed", "flip", "min_rot"), [(6, False, 0.0), (6, True, 90.0)])
+@pytest.mark.parametrize(("seed", "flip", "min_rot"), [(6, True, 90.0)])
 def test_set4_composite_to_nucleus_labels_meets_the_issue_accuracy(images, seed, flip, min_rot):
     """B−G (DAPI blue without the cyan membranes) is picked automatically; the pose is unambiguous.
 
@@ -184,6 +171,9 @@ def test_nonrigid_end_to_end_meets_the_issue_accuracy(images, fixed, moving, see
     truth = Transform(pose.matrix, "moving", "fixed", displacement=field)
     res = register_images(images[fixed], apply_truth(img, truth, ps), nonrigid=True, progress=False, **kwargs)
     assert res.transform.displacement is not None
+    # the guard accepted the field: NMI of the overlap rose (measured Set4 1.039 → 1.069, H&E 1.223 → 1.417)
+    assert res.nonrigid["accepted"]
+    assert res.nonrigid["gain"] > 0.02
     err = tre_px(res.transform, truth, (h, w), ps)
     err_affine = tre_px(res.transform.affine, truth, (h, w), ps)
     # measured: Set4 0.37 / 0.74 px (affine alone 3.18 / 6.13); H&E 0.61 / 1.85 px (affine 1.77 / 5.81)
@@ -200,7 +190,7 @@ def test_nonrigid_end_to_end_meets_the_issue_accuracy(images, fixed, moving, see
 
 def test_fihc4_dapi_to_membrane_composite_with_nmi_meets_the_issue_accuracy(images):
     """Nuclei are dark holes in the membrane composite: NCC/ECC settles ≈ 6 px off (6.4 / 9.1 px), the NMI
-    polish and the intensity-remapped non-rigid step reach the issue's target."""
+    polish reaches the issue's target (the non-rigid field is computed but does not raise NMI: not kept)."""
     img = images["fihc_rgb"]
     truth = planted_pose(7, img.shape[-2:], 0.5, flip=True, min_rot=0.0)  # 112.52°, 1.131, mirror
     res = register_images(
@@ -214,14 +204,17 @@ def test_fihc4_dapi_to_membrane_composite_with_nmi_meets_the_issue_accuracy(imag
         min_margin=0.0,  # lead 0.055: rejected as ambiguous by default
     )
     err = tre_px(res.transform, truth, img.shape[-2:], 0.5)
-    # measured 0.49 / 0.92 px (NMI without the non-rigid step 0.60 / 1.01; NCC 6.4 / 9.1)
+    # measured 0.40 / 0.69 px (earlier: NMI + field 0.49 / 0.92, NMI 0.60 / 1.01; NCC 6.4 / 9.1)
     assert np.median(err) <= 2.0, (np.median(err), np.percentile(err, 90))
     assert np.percentile(err, 90) <= 5.0
     got, want = res.transform.params(), truth.params()
     assert got["flip"] == want["flip"]
     assert abs((got["rotation_deg"] - want["rotation_deg"] + 180) % 360 - 180) < 0.5
     assert got["scale"][0] == pytest.approx(want["scale"][0], rel=0.01)
-    assert res.transform.displacement.jacobian_determinant().min() > 0.5
+    # the non-rigid guard: the field leaves NMI unchanged (gain −0.0001 < 0.002), so the affine NMI result
+    # is kept (0.40 / 0.69 px; before the guard, with the field: 0.49 / 0.92 px)
+    assert res.nonrigid["accepted"] is False
+    assert res.transform.displacement is None
 
 
 def nucleus_offsets(shared, fov: str, cap_px: float = 16.0) -> np.ndarray:
@@ -300,15 +293,26 @@ def test_cosmx_cross_modal_meets_the_issue_accuracy(shared, cosmx_native_offset,
     )
     truth = native @ planted
     res = register_images(
-        make_labels(labels, pixel_size_um=0.18), apply_pose(img, planted, 0.18), progress=False
+        make_labels(labels, pixel_size_um=0.18), apply_pose(img, planted, 0.18), progress=False, nonrigid=True
     )
     assert res.channels["fixed"] == "labels"
-    check_pose(res, truth, img.shape[-2:], 0.18, median_px=2.0, p90_px=5.0)
+    affine = tre_px(res.transform.affine, truth, img.shape[-2:], 0.18)
+    assert np.median(affine) <= 2.0, np.percentile(affine, [50, 90])
+    assert np.percentile(affine, 90) <= 5.0
+    # the non-rigid guard: the block-matched field lowered the overlap's NMI (measured −0.002…−0.004 on
+    # F002 seeds 5, 7, 8 and F003 seed 6), so the affine result is kept (before the guard: p90 up to 7.75 px)
+    err = tre_px(res.transform, truth, img.shape[-2:], 0.18)
+    assert np.percentile(err, 90) <= np.percentile(affine, 90) + 0.25
+    assert np.median(err) <= np.median(affine) + 0.25
+    assert res.nonrigid["accepted"] is False
+    assert res.transform.displacement is None
+    assert res.nonrigid["nonrigid"] < res.nonrigid["affine"] + res.nonrigid["min_gain"]
 
 
 def test_ambiguous_wrong_pose_is_rejected_with_both_scores(images):
-    """FIHC4 DAPI ↔ membrane composite, seed 6: the best pose is wrong (TRE 244 px) and barely beats a
-    distinct runner-up (0.488 vs 0.442): it must raise instead of passing the similarity threshold."""
+    """FIHC4 DAPI ↔ membrane composite, seed 6, B−G (anti-correlated with DAPI): the best pose is wrong
+    (TRE 203 px) and does not beat a distinct runner-up (lead 0.000; before this round 0.488 vs 0.442): it
+    must raise instead of returning a pose."""
     img = images["fihc_rgb"]
     truth = planted_pose(6, img.shape[-2:], 0.5, flip=False, min_rot=0.0)
     with pytest.raises(
@@ -343,3 +347,71 @@ def test_disjoint_halves_of_one_slide_are_rejected(images):
     left, right = he[:, :, :480], he[:, :, 520:]
     with pytest.raises(RegistrationError, match=r"min_similarity|min_overlap"):
         register_images(left, right.assign_coords(x=right.x - right.x[0]), progress=False)
+
+
+# coarse-pose robustness: planted poses (seed, mirror, min |rotation|); 3 mirrored, 3 with |rotation| > 120°
+SEEDS = [
+    (6, False, 0.0),
+    (7, True, 0.0),
+    (11, True, 90.0),
+    (3, False, 120.0),
+    (4, True, 120.0),
+    (5, True, 0.0),
+]
+
+
+def _outcome(shared, offset, pair: str, seed: int, flip: bool, min_rot: float):
+    """('ok' | 'imprecise' | 'wrong' | 'error', median TRE, p90 TRE) of one planted pose with defaults."""
+    if pair == "cosmx":
+        raw = shared("giottodata_mini", "CosMx", "Raw")
+        img = read_image(raw / "CellComposite" / "CellComposite_F002.jpg", pixel_size_um=0.18)
+        fixed = make_labels(
+            tifffile.imread(raw / "CellLabels" / "CellLabels_F002.tif").astype(np.int32), pixel_size_um=0.18
+        )
+        kwargs = {"moving_channel": "B"}
+    elif pair == "set4":
+        d = shared("phenoptr_vectra_mif", "sample_Set4")
+        fixed = read_image(d / "Set4_1-6plex_[16142,55840]_composite_image.jpg", pixel_size_um=0.5)
+        img = make_labels(
+            tifffile.imread(d / "Set4_1-6plex_[16142,55840]_binary_seg_maps.tif", key=1).astype(np.int32),
+            pixel_size_um=0.5,
+        )
+        kwargs = {"fixed_channel": "B-G"}
+    else:
+        d = shared("phenoptr_vectra_mif", "FIHC4_IM3_2")
+        fixed = read_image(d / "FIHC4__0929309_HP_IM3_2_component_data.tif", pixel_size_um=0.5)
+        fixed = fixed.sel(c=["DAPI"])
+        img = read_image(d / "FIHC4__0929309_HP_IM3_2_composite_image.jpg", pixel_size_um=0.5)
+        kwargs = {"moving_channel": "luminance"}
+    ps = float(fixed.attrs["pixel_size_um"])
+    planted = planted_pose(seed, img.shape[-2:], ps, flip=flip, min_rot=min_rot)
+    truth = planted
+    if pair == "cosmx":  # the composite sits at −offset in the label frame (measured independently)
+        native = Transform.from_params(translation=tuple(-offset * ps), source="fixed", target="fixed")
+        truth = native @ planted
+    try:
+        res, status = register_images(fixed, apply_pose(img, planted, ps), progress=False, **kwargs), None
+    except RegistrationError as err:
+        res, status = err.result, "error"
+    tre = tre_px(res.transform, truth, img.shape[-2:], ps)
+    med, p90 = float(np.median(tre)), float(np.percentile(tre, 90))
+    if status is None:
+        status = "ok" if med <= 2.0 and p90 <= 5.0 else "imprecise" if med <= 5.0 else "wrong"
+    return status, med, p90
+
+
+@pytest.mark.parametrize(
+    ("pair", "min_ok"),
+    [
+        ("set4", 6),  # before (8° × 5 scales on 160 px, unweighted ECC ranking): 5 (seed 11 rejected)
+        ("cosmx", 4),
+        ("fihc", 0),  # NCC holds a ≈ 6 px bias and scores < min_similarity: every case must raise
+    ],
+)
+def test_coarse_pose_success_rate_and_no_silent_wrong_pose(shared, cosmx_native_offset, pair, min_ok):
+    """Six planted poses per pair with default thresholds: at least ``min_ok`` within 2 / 5 px (median /
+    p90 TRE) and none returned with a median TRE above 5 px: a failure must be a RegistrationError."""
+    outcomes = [_outcome(shared, cosmx_native_offset[0], pair, *s) for s in SEEDS]
+    statuses = [o[0] for o in outcomes]
+    assert statuses.count("wrong") == 0, outcomes
+    assert statuses.count("ok") >= min_ok, outcomes
