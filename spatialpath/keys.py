@@ -146,7 +146,17 @@ class _Attrs:
 
 
 class Key:
-    """Namespaces of key names: ``Key.obs``, ``Key.obsm``, ``Key.obsp``, ``Key.uns``, ``Key.attrs``."""
+    """Namespaces of key names: ``Key.obs``, ``Key.obsm``, ``Key.obsp``, ``Key.uns``, ``Key.attrs``.
+
+    A namespace, never instantiated: use its attributes instead of string literals.
+
+    Examples
+    --------
+    >>> Key.obs.cell_type, Key.obsm.spatial, Key.image_dims, Key.unit
+    ('cell_type', 'spatial', ('c', 'y', 'x'), 'um')
+    >>> Key.uns.colors("cell_type")  # scanpy's colour convention
+    'cell_type_colors'
+    """
 
     obs = _Obs
     obsm = _Obsm

@@ -83,6 +83,11 @@ _CHUNK = 1 << 20
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Return the hex SHA-256 of a file, read in 1 MiB chunks.
 
+    Parameters
+    ----------
+    path
+        The file to hash.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -99,7 +104,15 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def utc_now() -> str:
-    """Return the current time in UTC as ISO 8601 with seconds, e.g. ``2026-01-01T12:00:00+00:00``."""
+    """Return the current time in UTC as ISO 8601 with seconds, e.g. ``2026-01-01T12:00:00+00:00``.
+
+    Examples
+    --------
+    >>> from datetime import datetime
+    >>> t = utc_now()
+    >>> datetime.fromisoformat(t).utcoffset().total_seconds(), len(t), t[-6:]
+    (0.0, 25, '+00:00')
+    """
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
@@ -107,6 +120,18 @@ def check_output_path(path: str | os.PathLike[str], inputs: Iterable[str | os.Pa
     """Refuse an output path that is an input or lies inside an input folder.
 
     A file given as input makes its whole folder an input folder.
+
+    Parameters
+    ----------
+    path
+        The output file or folder.
+    inputs
+        Input files and folders of the run.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path`` made absolute.
 
     Raises
     ------
@@ -220,7 +245,23 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class FileRecord(BaseModel):
-    """A file read or written by a run."""
+    """A file read or written by a run.
+
+    Attributes
+    ----------
+    path
+        POSIX path, relative to the manifest's folder for outputs.
+    size_bytes
+        File size.
+    sha256
+        Hex SHA-256 of the content.
+
+    Examples
+    --------
+    >>> r = FileRecord(path="tables/a.txt", size_bytes=3, sha256="ba7816bf" + "0" * 56)
+    >>> r.model_dump()["size_bytes"], FileRecord.model_validate_json(r.model_dump_json()) == r
+    (3, True)
+    """
 
     path: str
     size_bytes: int
@@ -230,7 +271,25 @@ class FileRecord(BaseModel):
 def file_record(
     path: str | os.PathLike[str], *, relative_to: str | os.PathLike[str] | None = None
 ) -> FileRecord:
-    """Return the path (relative to ``relative_to`` when inside it), size and SHA-256 of a file."""
+    """Return the path (relative to ``relative_to`` when inside it), size and SHA-256 of a file.
+
+    Parameters
+    ----------
+    path
+        The file.
+    relative_to
+        A folder: record the path relative to it when the file lies inside it (else absolute).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "tables").mkdir()
+    >>> _ = (d / "tables" / "a.txt").write_bytes(b"abc")
+    >>> r = file_record(d / "tables" / "a.txt", relative_to=d)
+    >>> r.path, r.size_bytes, r.sha256[:16]  # SHA-256 of b"abc" (FIPS 180-2 test vector)
+    ('tables/a.txt', 3, 'ba7816bf8f01cfea')
+    """
     p = Path(path)
     shown = p
     if relative_to is not None:
@@ -242,7 +301,17 @@ def file_record(
 
 
 def environment() -> dict[str, Any]:
-    """Return the Python version, platform and the version of every result-affecting dependency."""
+    """Return the Python version, platform and the version of every result-affecting dependency.
+
+    Examples
+    --------
+    >>> import sys, numpy as np
+    >>> env = environment()
+    >>> env["python"] == sys.version.split()[0], env["dependencies"]["numpy"] == np.__version__
+    (True, True)
+    >>> sorted(env)
+    ['dependencies', 'implementation', 'platform', 'python']
+    """
     deps = {}
     for name in RESULT_DEPENDENCIES:
         try:
@@ -258,7 +327,20 @@ def environment() -> dict[str, Any]:
 
 
 class Manifest(BaseModel):
-    """Schema of ``manifest.json`` (``schema_version`` 1)."""
+    """Schema of ``manifest.json`` (``schema_version`` 1).
+
+    Built and written by :func:`write_manifest`; read one back with ``Manifest.model_validate_json``.
+    Unknown fields are refused.
+
+    Examples
+    --------
+    >>> m = Manifest(command="spatialpath demo", parameters={"n_perms": 5}, seeds={"seed": 0},
+    ...              started_at="2026-01-01T12:00:00+00:00", finished_at="2026-01-01T12:00:05+00:00")
+    >>> m.schema_version, sorted(m.environment), m.inputs
+    (1, ['dependencies', 'implementation', 'platform', 'python'], [])
+    >>> Manifest.model_validate_json(m.model_dump_json()) == m
+    True
+    """
 
     model_config = ConfigDict(extra="forbid")
 

@@ -87,6 +87,8 @@ def random_displacement(
         Node spacing (default a quarter of the length scale).
     seed
         Seed of ``numpy.random.default_rng``.
+    origin_um
+        ``(x, y)`` of the region's first corner (µm): the field's first node.
 
     Examples
     --------

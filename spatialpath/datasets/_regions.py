@@ -22,6 +22,13 @@ def simulation_regions(adata: AnnData, compartments: Sequence[str] = DEFAULT_COM
     Works on :func:`simulate_tissue` output (one image) and :func:`simulate_cohort` output (the
     per-image truth in ``uns["simulation"]["images"]``).
 
+    Parameters
+    ----------
+    adata
+        Output of :func:`simulate_tissue` (``.adata``) or :func:`simulate_cohort`.
+    compartments
+        Which of the true polygons to return.
+
     Examples
     --------
     >>> from spatialpath.datasets import simulate_cohort

@@ -26,7 +26,20 @@ _TRUTH_MASK_UM = 10.0
 
 
 class SimulatedTissue(NamedTuple):
-    """A simulated section: cells, lazy image and masks, and region polygons, all in µm."""
+    """A simulated section: cells, lazy image and masks, and region polygons, all in µm.
+
+    Returned by :func:`spatialpath.datasets.simulate_tissue`; unpack it or use the fields.
+
+    Examples
+    --------
+    >>> from spatialpath.datasets import simulate_tissue
+    >>> t = simulate_tissue(n_cells=500, seed=0)
+    >>> t.adata.n_obs, t.image.dims, t.image.sizes["c"], t.labels.dims
+    (500, ('c', 'y', 'x'), 12, ('y', 'x'))
+    >>> t.regions["name"].tolist()[:3], t.region_mask.attrs["categories"][1]
+    (['tissue', 'tumour', 'stroma'], 'tumour_nest')
+    >>> adata, image, labels, region_mask, regions = t
+    """
 
     #: cells: ``X`` = marker levels, ``obsm["spatial"]`` in µm, ground truth in ``uns["simulation"]``.
     adata: ad.AnnData

@@ -164,6 +164,40 @@ def data_dictionary(
     """One row per column of ``long`` and ``wide``, then one per metric (see the module docstring).
 
     ``column_map`` is the output of :func:`~spatialpath.export.wide_column_map`.
+
+    Parameters
+    ----------
+    long, wide
+        The long and wide biomarker tables (:func:`~spatialpath.export.biomarker_table`).
+    column_map
+        Wide value column -> long key and unit (:func:`~spatialpath.export.wide_column_map`).
+    aggregated
+        The wide table is sample-level (:func:`~spatialpath.export.aggregate_samples`): its
+        status columns may also hold the aggregation statuses.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns :data:`DICTIONARY_COLUMNS`.
+
+    Examples
+    --------
+    >>> from spatialpath.export import wide_column_map, wide_table
+    >>> import numpy as np, pandas as pd
+    >>> long = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "compartment": "tumour", "metric": "density",
+    ...                      "cell_type": ["CD8+ T", "B"] * 2, "cell_type_b": None,
+    ...                      "value": [120.0, 0.0, np.nan, 35.5], "unit": "cells/mm2",
+    ...                      "status": ["ok", "ok", "compartment_absent", "ok"],
+    ...                      "parameters": "{}"})
+    >>> d = data_dictionary(long, wide_table(long), wide_column_map(long))
+    >>> print(d[d["table"] != "long"][["table", "column", "label", "unit"]].to_string())
+         table                             column                                  label       unit
+    9     wide                           image_id    Image (ROI, core, field) identifier
+    10    wide          density__tumour__CD8pos_T            density of CD8+ T in tumour  cells/mm2
+    11    wide                 density__tumour__B                 density of B in tumour  cells/mm2
+    12    wide  status__density__tumour__CD8pos_T  status of density of CD8+ T in tumour
+    13    wide         status__density__tumour__B       status of density of B in tumour
+    14  metric                            density                           Cell density  cells/mm2
     """
     rows = _describe("long", long, set())
     metrics = list(dict.fromkeys(long["metric"].dropna()))

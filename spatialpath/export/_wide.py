@@ -36,6 +36,11 @@ MAP_COLUMNS = ("column", "status_column", *KEY_COLUMNS, "unit")
 def sanitize_label(label: object) -> str:
     """Sanitise one part of a wide column name (stable: depends on the label only).
 
+    Parameters
+    ----------
+    label
+        A compartment, metric or cell-type label (any object; ``str()`` is taken).
+
     Examples
     --------
     >>> sanitize_label("CD8+ T cell"), sanitize_label("PD-L1"), sanitize_label("Schürch  (2020)")
@@ -75,6 +80,14 @@ def wide_column_map(long: pd.DataFrame, *, reserved: Sequence[str] = ()) -> pd.D
     """One row per wide value column: its name, status column, long key and unit.
 
     Columns are in the order their key first appears in ``long``.
+
+    Parameters
+    ----------
+    long
+        Long table with the key columns (``compartment``, ``metric``, ``cell_type``,
+        ``cell_type_b``) and ``unit``.
+    reserved
+        Names the value and status columns must not take (the per-image columns).
 
     Raises
     ------
@@ -180,6 +193,22 @@ def wide_table(long: pd.DataFrame, *, column_map: pd.DataFrame | None = None) ->
     DataModelError
         On a name collision (see :func:`wide_column_map`), duplicated long keys, or a per-image
         column that varies within an image.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> long = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "compartment": "tumour", "metric": "density",
+    ...                      "cell_type": ["CD8+ T", "B"] * 2, "cell_type_b": None,
+    ...                      "value": [120.0, 0.0, np.nan, 35.5], "unit": "cells/mm2",
+    ...                      "status": ["ok", "ok", "compartment_absent", "ok"]})
+    >>> wide = wide_table(long)
+    >>> print(wide.T.to_string())  # one row per image, shown transposed
+                                          0                   1
+    image_id                              a                   b
+    density__tumour__CD8pos_T         120.0                 NaN
+    density__tumour__B                  0.0                35.5
+    status__density__tumour__CD8pos_T    ok  compartment_absent
+    status__density__tumour__B           ok                  ok
     """
     img = Key.obs.image_id
     per_image = image_columns(long)
@@ -224,6 +253,21 @@ def long_from_wide(
     -------
     The id columns, then ``compartment, metric, cell_type, cell_type_b, value, unit, status``
     (``unit`` only with a column map), in wide-row then column-map order.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> long = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "compartment": "tumour", "metric": "density",
+    ...                      "cell_type": ["CD8+ T", "B"] * 2, "cell_type_b": None,
+    ...                      "value": [120.0, 0.0, np.nan, 35.5], "unit": "cells/mm2",
+    ...                      "status": ["ok", "ok", "compartment_absent", "ok"]})
+    >>> back = long_from_wide(wide_table(long), wide_column_map(long))
+    >>> print(back[["image_id", "cell_type", "value", "status"]].to_string())
+      image_id cell_type  value              status
+    0        a    CD8+ T  120.0                  ok
+    1        a         B    0.0                  ok
+    2        b    CD8+ T    NaN  compartment_absent
+    3        b         B   35.5                  ok
     """
     if column_map is None:
         status_cols = [c for c in wide.columns if str(c).startswith(STATUS_PREFIX)]

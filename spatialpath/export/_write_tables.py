@@ -97,6 +97,21 @@ def write_tables(
         If an output exists and ``overwrite`` is False (nothing is written).
     ValueError
         For an unknown format, or a table Excel cannot hold.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> long = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "compartment": "tumour", "metric": "density",
+    ...                      "cell_type": ["CD8+ T", "B"] * 2, "cell_type_b": None,
+    ...                      "value": [120.0, 0.0, np.nan, 35.5], "unit": "cells/mm2",
+    ...                      "status": ["ok", "ok", "compartment_absent", "ok"],
+    ...                      "parameters": "{}"})
+    >>> import tempfile
+    >>> from spatialpath.export import wide_table
+    >>> out = tempfile.mkdtemp()
+    >>> paths = write_tables(long, wide_table(long), out, formats=["csv"])
+    >>> sorted(p.name for p in paths.values())
+    ['biomarkers_dictionary.csv', 'biomarkers_long.csv', 'biomarkers_wide.csv', 'manifest.json']
     """
     started = utc_now()
     formats = list(dict.fromkeys(formats))
@@ -240,9 +255,34 @@ def read_tables(
     Categorical columns come back with their categories and order, integers with missing
     values as ``Int64``.
 
+    Parameters
+    ----------
+    out_dir
+        The folder :func:`write_tables` wrote.
+    fmt
+        ``"csv"``, ``"parquet"`` or ``"xlsx"``: which copy to read.
+    name
+        Stem of the file names.
+
     Returns
     -------
     ``(long, wide)``, value-identical to the tables written.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> long = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "compartment": "tumour", "metric": "density",
+    ...                      "cell_type": ["CD8+ T", "B"] * 2, "cell_type_b": None,
+    ...                      "value": [120.0, 0.0, np.nan, 35.5], "unit": "cells/mm2",
+    ...                      "status": ["ok", "ok", "compartment_absent", "ok"],
+    ...                      "parameters": "{}"})
+    >>> import tempfile
+    >>> from spatialpath.export import wide_table, write_tables
+    >>> out = tempfile.mkdtemp()
+    >>> paths = write_tables(long, wide_table(long), out, formats=["csv"])
+    >>> long2, wide2 = read_tables(out, "csv")
+    >>> long2.equals(long), wide2.equals(wide_table(long))  # same values and dtypes
+    (True, True)
     """
     out = Path(out_dir)
     if fmt not in FORMATS:

@@ -338,11 +338,21 @@ def cellular_neighborhoods(
 ) -> tuple[pd.Series, CellularNeighborhoods] | None:
     """Fit cellular neighbourhoods and label every cell: fit then predict on the same cells.
 
-    Parameters are those of :func:`fit_cellular_neighborhoods` (defaults: Schürch et al. 2020:
-    10 nearest cells including the centre, per-type counts, ``MiniBatchKMeans(n_clusters=10,
-    random_state=0)``) and of :func:`predict_cellular_neighborhoods` (``key_added``, ``copy``).
-    The labels equal ``predict_cellular_neighborhoods(adata, model)`` and do not depend on the row
-    order of ``adata`` (the windows are clustered in the order image name, then ``obs_names``).
+    The defaults are Schürch et al. 2020's: 10 nearest cells including the centre, per-type
+    counts, ``MiniBatchKMeans(n_clusters=10, random_state=0)``. The labels equal
+    ``predict_cellular_neighborhoods(adata, model)`` and do not depend on the row order of
+    ``adata`` (the windows are clustered in the order image name, then ``obs_names``).
+
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm["spatial"]`` (µm) and a categorical ``obs[cluster_key]``.
+    cluster_key
+        Cell-type column; its categories are the model's types.
+    n_neighbors, radius, normalize, n_clusters, library_key, seed, n_restarts, kmeans_kwargs
+        As in :func:`fit_cellular_neighborhoods`.
+    key_added, copy
+        As in :func:`predict_cellular_neighborhoods`.
 
     Returns
     -------

@@ -38,6 +38,17 @@ def cn_frequencies(
 ) -> pd.DataFrame:  # fmt: skip
     """Number (and fraction) of cells of each CN in each image, as a long table.
 
+    Parameters
+    ----------
+    adata
+        Cells with a categorical CN column ``obs[key]`` (from :func:`cellular_neighborhoods`).
+    key
+        The CN column.
+    library_key
+        Image column; default ``obs["image_id"]`` when present, else one image.
+    normalize
+        Add the ``fraction`` column.
+
     Returns
     -------
     One row per (image, CN), every CN category in every image: ``image_id``, ``cn``,
@@ -68,6 +79,15 @@ def cn_mixing(
     adata: AnnData, key: str = Key.obs.cellular_neighborhood, *, library_key: str | None = None
 ) -> pd.DataFrame:
     """CN of each cell's nearest other cell (Schürch's "neighborhood mixing"), per image.
+
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm["spatial"]`` (µm) and a categorical CN column ``obs[key]``.
+    key
+        The CN column.
+    library_key
+        Image column; default ``obs["image_id"]`` when present, else one image.
 
     Returns
     -------

@@ -332,6 +332,15 @@ def spatial_graph(adata: AnnData, method: Method = "knn", **kwargs: Any) -> Grap
     A thin dispatcher: each method is its own function with its own parameters (see them for the
     algorithm, the keys written and the degenerate cases); ``kwargs`` are passed on unchanged.
 
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm["spatial"]`` in µm.
+    method
+        ``"knn"``, ``"radius"`` or ``"delaunay"``.
+    **kwargs
+        Parameters of the chosen function.
+
     Examples
     --------
     >>> from spatialpath.datasets import simulate_tissue

@@ -41,7 +41,33 @@ WindowLike = Any  # shapely geometry | GeoDataFrame/GeoSeries | xarray.DataArray
 class Window:
     """A window ``W`` rasterised on a µm grid (``mask[row, col]``, pixel centres at ``origin + index·h``).
 
-    Build one with :func:`make_window`.
+    Build one with :func:`make_window` (from a polygon, a mask DataArray or a convex hull), or
+    directly from a boolean raster.
+
+    Parameters
+    ----------
+    mask
+        ``(rows, cols)`` bool raster: True inside ``W``.
+    pixel_size_um
+        Raster pixel edge ``h`` in µm.
+    origin_um
+        ``(x, y)`` in µm of the centre of pixel ``(0, 0)``.
+    area_um2
+        Exact area of ``W`` (the polygon's when there is one, else pixel count × h²).
+    source
+        How the window was made (``"polygon"``, ``"mask"``, ``"convex hull"``...), for reports.
+    polygon
+        The exact (Multi)Polygon, if any: :meth:`contains` then tests points exactly.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = Window(np.ones((4, 6), bool), pixel_size_um=10.0, origin_um=(5.0, 5.0), area_um2=2400.0,
+    ...            source="mask")  # a 60 × 40 µm rectangle from (0, 0)
+    >>> w.contains(np.array([[5.0, 5.0], [100.0, 20.0]]))
+    array([ True, False])
+    >>> w.boundary_distance_map[1]  # µm to the boundary from the pixel centres of row 1
+    array([ 5., 15., 15., 15., 15.,  5.])
     """
 
     mask: np.ndarray

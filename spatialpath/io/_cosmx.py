@@ -408,7 +408,7 @@ def cosmx_fov_image(
     pixel_size_um: float | None = None,
     flip_y: bool | None = None,
 ) -> xr.DataArray:
-    """Return one FOV's cell label mask or composite image, placed in the global µm frame.
+    r"""Return one FOV's cell label mask or composite image, placed in the global µm frame.
 
     Pixel ``(row, col)`` of the FOV image is at local position ``x = col``, ``y = H − row``
     (H = image height; CosMx's local y points up), i.e. global
@@ -434,6 +434,20 @@ def cosmx_fov_image(
     ------
     FileNotFoundError
         If the image or the FOV positions file is missing.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np, tifffile
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "S1_fov_positions_file.csv").write_text("fov,x_global_px,y_global_px\n1,1000,2000\n")
+    >>> (d / "CellLabels").mkdir()
+    >>> mask = np.array([[0, 7], [7, 7], [0, 0]], np.uint16)  # 3 rows × 2 columns, cell_ID 7
+    >>> tifffile.imwrite(d / "CellLabels" / "CellLabels_F001.tif", mask)
+    >>> lab = cosmx_fov_image(d, 1, pixel_size_um=0.5)
+    >>> lab.dims, lab.values[1].tolist()
+    (('y', 'x'), [7, 7])
+    >>> lab.x.values.tolist(), lab.y.values.tolist()  # x = (1000 + col) px, y = -(2000 + 3 - row) px
+    ([500.0, 500.5], [-1001.5, -1001.0, -1000.5])
     """
     folder = check_path(path, kind="dir", what="CosMx flat-file folder")
     files = _files(folder)

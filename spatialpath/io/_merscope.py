@@ -194,6 +194,20 @@ def merscope_image(path: PathLike, stain: str = "DAPI", z: int = 0) -> xr.DataAr
     (``pixel = M · µm``): pixel size ``1 / M[0, 0]``, pixel (0, 0) at
     ``(−M[0, 2], −M[1, 2]) / M[0, 0]`` µm.
 
+    Parameters
+    ----------
+    path
+        The MERSCOPE output folder (with ``images/``).
+    stain
+        Stain name in the mosaic file name (``"DAPI"``, ``"PolyT"``, ``"Cellbound1"``...).
+    z
+        Z plane index in the mosaic file name.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(c, y, x)`` image with one channel named ``stain``, dask-backed, in µm.
+
     Raises
     ------
     FileNotFoundError

@@ -107,6 +107,18 @@ def rescale_to_gates(values: np.ndarray, gate: float) -> np.ndarray:
     linearly onto [0, 0.5] and values from ``c`` to the maximum onto [0.5, 1]. A value is
     therefore positive (≥ 0.5) exactly when it is ≥ ``c``.
 
+    Parameters
+    ----------
+    values
+        One marker's intensities over all cells.
+    gate
+        The marker's positivity threshold, in the units of ``values``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Rescaled values in [0, 1], same shape as ``values``.
+
     Examples
     --------
     >>> rescale_to_gates(np.array([0.0, 2.0, 4.0, 10.0]), gate=4.2)

@@ -23,12 +23,40 @@ def write_h5ad(
 ) -> Path:
     """Write ``adata`` to an ``.h5ad`` file atomically.
 
+    Parameters
+    ----------
+    adata
+        The AnnData to write.
+    path
+        Output file; must end in ``.h5ad``.
+    overwrite
+        Replace an existing file (otherwise refuse).
+    inputs
+        Input files or folders of the analysis: writing inside one of them is refused.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
     Raises
     ------
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
     ValueError
         If the suffix is not ``.h5ad`` or ``path`` lies inside an input folder.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, anndata as ad, numpy as np
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "cells.h5ad"
+    >>> _ = write_h5ad(ad.AnnData(np.ones((3, 2), np.float32)), p)
+    >>> ad.read_h5ad(p).shape
+    (3, 2)
+    >>> write_h5ad(ad.AnnData(np.ones((3, 2), np.float32)), p)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileExistsError: .../cells.h5ad exists; pass overwrite=True (or --overwrite) to replace it
     """
     path = Path(path)
     if path.suffix != ".h5ad":
@@ -49,6 +77,22 @@ def write_table(
     back exactly with ``pandas.read_csv(path, float_precision="round_trip")``.
     Parquet is written by pyarrow without the index; it embeds writer metadata, so compare
     Parquet files by value, not by hash.
+
+    Parameters
+    ----------
+    df
+        The table to write.
+    path
+        Output file; its suffix (:data:`TABLE_FORMATS`) chooses the format.
+    overwrite
+        Replace an existing file (otherwise refuse).
+    inputs
+        Input files or folders of the analysis: writing inside one of them is refused.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
 
     Raises
     ------

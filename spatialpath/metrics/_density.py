@@ -36,6 +36,13 @@ def _absent_types(image: ImageData) -> list[dict[str, Any]]:
 def cell_count(image: ImageData, compartment: str = TISSUE) -> list[dict[str, Any]]:
     """Cells of each type in ``compartment`` (structural zeros for absent types).
 
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+
     Examples
     --------
     >>> import shapely
@@ -62,6 +69,13 @@ def cell_count(image: ImageData, compartment: str = TISSUE) -> list[dict[str, An
 )
 def proportion(image: ImageData, compartment: str = TISSUE) -> list[dict[str, Any]]:
     """Fraction of the compartment's cells of each type; ``zero_denominator`` when it has no cell.
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
 
     Examples
     --------
@@ -94,6 +108,13 @@ def proportion(image: ImageData, compartment: str = TISSUE) -> list[dict[str, An
 )
 def density(image: ImageData, compartment: str = TISSUE) -> list[dict[str, Any]]:
     """Cells of each type per mm² of ``compartment``.
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
 
     Examples
     --------
@@ -134,6 +155,15 @@ def density_ratio(
     ``n_cells_a``/``n_cells_b`` are the type's counts in the numerator/denominator compartments.
     A zero stromal density gives ``zero_denominator``; a missing compartment ``compartment_absent``.
 
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    numerator, denominator
+        Compartments whose densities are divided (default tumour / stroma).
+
     Examples
     --------
     >>> import shapely
@@ -172,6 +202,15 @@ def fraction_in_compartment(
     image: ImageData, compartment: str = TISSUE, *, inside: str = "tumour"
 ) -> list[dict[str, Any]]:
     """Per type, the fraction of its tissue cells inside the compartment ``inside`` (default tumour).
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    inside
+        The compartment whose share of each type's tissue cells is reported.
 
     Examples
     --------

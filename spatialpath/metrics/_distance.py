@@ -62,6 +62,15 @@ def _nearest(image: ImageData, compartment: str) -> dict[int, np.ndarray]:
 def nn_distances(image: ImageData, a: str, b: str, compartment: str = TISSUE) -> pd.DataFrame:
     """Distribution of A→B nearest-neighbour distances: one row per A cell of the compartment.
 
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    a, b
+        Focal and target cell types.
+    compartment
+        Compartment of the focal A cells; targets are searched in the whole field.
+
     Returns
     -------
     ``distance_um`` (inf when there is no other B cell), ``edge_distance_um`` (to the field edge,
@@ -123,6 +132,17 @@ def _pairs(image: ImageData, compartment: str, params: dict[str, Any], summary, 
 def nn_distance_mean(image: ImageData, compartment: str = TISSUE, **params: Any) -> list[dict[str, Any]]:
     """Mean A→B nearest-neighbour distance per ordered type pair (censored cells left out).
 
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    **params
+        ``min_cells_a`` (focal A cells in the compartment, default 1), ``min_cells_b`` (other B
+        cells in the field, default 1) and ``exclude_censored`` (default True), as registered in
+        :data:`REGISTRY`.
+
     Examples
     --------
     >>> import shapely
@@ -147,7 +167,28 @@ def nn_distance_mean(image: ImageData, compartment: str = TISSUE, **params: Any)
     reference=_REF,
 )
 def nn_distance_median(image: ImageData, compartment: str = TISSUE, **params: Any) -> list[dict[str, Any]]:
-    """Median A→B nearest-neighbour distance per ordered type pair (see :func:`nn_distance_mean`)."""
+    """Median A→B nearest-neighbour distance per ordered type pair (see :func:`nn_distance_mean`).
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    **params
+        ``min_cells_a`` (focal A cells in the compartment, default 1), ``min_cells_b`` (other B
+        cells in the field, default 1) and ``exclude_censored`` (default True), as registered in
+        :data:`REGISTRY`.
+
+    Examples
+    --------
+    >>> import shapely
+    >>> img = ImageData.from_arrays([[50, 50], [70, 50], [53, 54], [70, 58]], ["A", "A", "B", "B"],
+    ...                             {"tissue": shapely.box(0, 0, 100, 100)})
+    >>> r = nn_distance_median(img)[1]  # A→B distances 5 and 8 µm
+    >>> r["cell_type"], r["cell_type_b"], r["value"]
+    ('A', 'B', 6.5)
+    """
     params = {"min_cells_a": 1, "min_cells_b": 1, "exclude_censored": True, **params}
     return _pairs(image, compartment, params, lambda d, use, e: float(np.median(d[use])))
 
@@ -165,7 +206,30 @@ def nn_distance_median(image: ImageData, compartment: str = TISSUE, **params: An
 def nn_distance_quantile(
     image: ImageData, compartment: str = TISSUE, *, q: float = 0.9, **params: Any
 ) -> list[dict[str, Any]]:
-    """The ``q``-quantile of the A→B nearest-neighbour distances per ordered type pair."""
+    """The ``q``-quantile of the A→B nearest-neighbour distances per ordered type pair.
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    q
+        The quantile, in [0, 1] (linear interpolation, :func:`numpy.quantile`).
+    **params
+        ``min_cells_a`` (focal A cells in the compartment, default 1), ``min_cells_b`` (other B
+        cells in the field, default 1) and ``exclude_censored`` (default True), as registered in
+        :data:`REGISTRY`.
+
+    Examples
+    --------
+    >>> import shapely
+    >>> img = ImageData.from_arrays([[50, 50], [70, 50], [53, 54], [70, 58]], ["A", "A", "B", "B"],
+    ...                             {"tissue": shapely.box(0, 0, 100, 100)})
+    >>> r = nn_distance_quantile(img, q=0.9)[1]  # A→B distances 5 and 8 µm: 5 + 0.9 · 3
+    >>> r["cell_type"], r["cell_type_b"], round(r["value"], 6)
+    ('A', 'B', 7.7)
+    """
     params = {"min_cells_a": 1, "min_cells_b": 1, "exclude_censored": True, **params}
     return _pairs(image, compartment, params, lambda d, use, e: float(np.quantile(d[use], q)))
 
@@ -189,6 +253,19 @@ def fraction_within_radius(
     image: ImageData, compartment: str = TISSUE, *, radius_um: float = 20.0, **params: Any
 ) -> list[dict[str, Any]]:
     """Fraction of A cells with a B cell within ``radius_um`` per ordered type pair.
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    radius_um
+        The radius r (µm).
+    **params
+        ``min_cells_a`` (focal A cells in the compartment, default 1), ``min_cells_b`` (other B
+        cells in the field, default 1) and ``exclude_censored`` (default True), as registered in
+        :data:`REGISTRY`.
 
     Examples
     --------
@@ -224,6 +301,25 @@ def fraction_within_radius(
     reference="Border (reduced-sample) rule, Baddeley et al. 2015.",
 )
 def nn_censored_fraction(image: ImageData, compartment: str = TISSUE, **params: Any) -> list[dict[str, Any]]:
-    """Fraction of A cells whose A→B nearest-neighbour distance is censored by the field edge."""
+    """Fraction of A cells whose A→B nearest-neighbour distance is censored by the field edge.
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    **params
+        ``min_cells_a`` and ``min_cells_b`` (default 1 each), as registered in :data:`REGISTRY`.
+
+    Examples
+    --------
+    >>> import shapely
+    >>> img = ImageData.from_arrays([[50, 50], [5, 50], [53, 54]], ["A", "A", "B"],
+    ...                             {"tissue": shapely.box(0, 0, 100, 100)})
+    >>> r = nn_censored_fraction(img)[1]  # the A cell at x = 5: its B is 48 µm away, the edge 5 µm
+    >>> r["cell_type"], r["cell_type_b"], r["value"]
+    ('A', 'B', 0.5)
+    """
     params = {"min_cells_a": 1, "min_cells_b": 1, **params, "exclude_censored": False}
     return _pairs(image, compartment, params, lambda d, use, e: float((d > e).mean()))

@@ -35,6 +35,13 @@ def implicit_tissue(compartments: Sequence[str], geometries: Sequence[Any]) -> A
     :func:`spatialpath.regions.margin_bands` added an outer band reaching past the annotation. An
     image with only derived compartments has no implicit tissue (``None``: ``"tissue"`` is absent).
 
+    Parameters
+    ----------
+    compartments
+        Compartment name of each region row.
+    geometries
+        The rows' (Multi)Polygons in µm, aligned with ``compartments``.
+
     Examples
     --------
     >>> import shapely
@@ -89,6 +96,16 @@ class ImageData:
     areas_mm2
         Compartment -> area in mm² (default: the geometry's area); :func:`compute` passes
         :func:`spatialpath.regions.compartment_areas`, so ``density = n / area_mm2`` exactly.
+
+    Examples
+    --------
+    >>> import shapely
+    >>> regions = {"tumour": shapely.box(0, 0, 500, 500), "stroma": shapely.box(500, 0, 1000, 500)}
+    >>> img = ImageData.from_arrays([[10, 10], [600, 20], [30, 30]], ["T", "B", "T"], regions)
+    >>> img.categories, img.xy.shape, img.area_mm2("tissue")  # tissue = tumour ∪ stroma, 0.5 mm²
+    (('T', 'B'), (3, 2), 0.5)
+    >>> img.membership["tumour"].tolist(), img.type_counts("tumour").tolist()
+    ([True, False, True], [2, 0])
     """
 
     image_id: str

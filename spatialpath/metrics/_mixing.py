@@ -37,6 +37,17 @@ _REF = (
 def interaction_counts(xy: np.ndarray, codes: np.ndarray, n_types: int, radius_um: float) -> np.ndarray:
     """Unordered pairs of cells within ``radius_um`` by type: ``C[a, b]``, symmetric; ``C[a, a]``: A–A pairs.
 
+    Parameters
+    ----------
+    xy
+        ``(n, 2)`` cell positions in µm.
+    codes
+        ``(n,)`` type code of each cell, in ``range(n_types)``.
+    n_types
+        Number of types (the size of the result).
+    radius_um
+        Pairs at distance ≤ ``radius_um`` interact.
+
     Examples
     --------
     >>> xy = np.array([[0.0, 0], [1, 0], [0, 1], [10, 10]])
@@ -99,6 +110,17 @@ def mixing_score(
 ) -> list[dict[str, Any]]:
     """Keren's mixing score for every ordered pair (reference A, target B), A ≠ B.
 
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    radius_um
+        Cells at distance ≤ ``radius_um`` interact.
+    min_cells
+        Minimum cells of each of A and B in the compartment.
+
     Examples
     --------
     >>> import shapely
@@ -124,5 +146,26 @@ def mixing_score(
 def mixing_score_normalised(
     image: ImageData, compartment: str = TISSUE, *, radius_um: float = 20.0, min_cells: int = 10
 ) -> list[dict[str, Any]]:
-    """Normalised mixing score ``½·MS·(n_A − 1)/n_B`` for every ordered pair A ≠ B."""
+    """Normalised mixing score ``½·MS·(n_A − 1)/n_B`` for every ordered pair A ≠ B.
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    radius_um
+        Cells at distance ≤ ``radius_um`` interact.
+    min_cells
+        Minimum cells of each of A and B in the compartment.
+
+    Examples
+    --------
+    >>> import shapely
+    >>> xy = [[0, 0], [1, 0], [0, 1], [1, 1], [30, 30]]
+    >>> img = ImageData.from_arrays(xy, ["I", "I", "T", "T", "T"], {"tissue": shapely.box(-5, -5, 40, 40)})
+    >>> r = mixing_score_normalised(img, radius_um=1.2, min_cells=1)[0]
+    >>> r["cell_type"], r["cell_type_b"], round(r["value"], 4)  # ½ · MS 2 · (n_I − 1 = 1) / (n_T = 3)
+    ('I', 'T', 0.3333)
+    """
     return _rows(image, compartment, radius_um, min_cells, normalised=True)

@@ -32,6 +32,15 @@ def phenotype_call(
 ) -> int:
     """The call (code of :data:`PHENOTYPES`) for tumour and stromal densities (cells/mm²).
 
+    Parameters
+    ----------
+    density_tumour, density_stroma
+        The immune type's densities (cells/mm²) in tumour and stroma.
+    desert_density
+        δ: below it in both compartments the call is desert.
+    excluded_ratio
+        κ: a tumour density below κ × the stromal density is excluded.
+
     Examples
     --------
     >>> [PHENOTYPES[phenotype_call(t, s)] for t, s in [(10, 20), (30, 400), (300, 400)]]
@@ -89,6 +98,19 @@ def immune_phenotype(
     excluded_ratio: float = 0.5,
 ) -> list[dict[str, Any]]:
     """Inflamed (2) / excluded (1) / desert (0) call of one image from ``immune_type`` densities.
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    immune_type
+        The immune cell type (a category of the cell types).
+    tumour, stroma
+        Tumour and stromal compartments.
+    desert_density, excluded_ratio
+        δ and κ of :func:`phenotype_call`.
 
     Examples
     --------

@@ -72,6 +72,16 @@ class Parameter:
 
     ``cell_type=True`` marks a parameter naming a cell type: :func:`~spatialpath.metrics.compute`
     checks it against the categories before computing anything.
+
+    Examples
+    --------
+    >>> from spatialpath.metrics import REGISTRY
+    >>> from spatialpath.metrics._registry import positive
+    >>> p = Parameter("radius_um", 20.0, "the radius r (µm)", check=positive)
+    >>> p.check(-1.0), p.check(5.0)
+    ('a finite number > 0', None)
+    >>> REGISTRY["mixing_score"].parameters[0].name, REGISTRY["mixing_score"].parameters[0].default
+    ('radius_um', 20.0)
     """
 
     name: str
@@ -112,6 +122,24 @@ class Metric:
         labels, or much time are opt-in).
     value_labels
         For a categorical call: what each integer ``value`` means.
+
+    Examples
+    --------
+    >>> from spatialpath.metrics import REGISTRY
+    >>> from spatialpath.metrics._registry import positive
+    >>> m = Metric(name="n_near", label="Cells near", definition="Cells within r.", formula="n(r)",
+    ...            unit="cells", level="image", reference="Convention.",
+    ...            parameters=(Parameter("radius_um", 20.0, "r (µm)", check=positive),),
+    ...            func=lambda image, compartment, radius_um: [])
+    >>> m.defaults, m.resolve({"radius_um": 5})
+    ({'radius_um': 20.0}, {'radius_um': 5})
+    >>> m.resolve({"radius_um": -1})
+    Traceback (most recent call last):
+    ...
+    spatialpath.model._validate.DataModelError: params['n_near']['radius_um'] = -1:
+    expected a finite number > 0
+    >>> REGISTRY["density"].unit, REGISTRY["density"].level
+    ('cells/mm2', 'type')
     """
 
     name: str
@@ -187,6 +215,11 @@ def register(**fields: Any) -> Callable[[Callable[..., list[dict[str, Any]]]], C
 def get_metric(name: str) -> Metric:
     """The registered metric called ``name``.
 
+    Parameters
+    ----------
+    name
+        A key of :data:`REGISTRY`.
+
     Raises
     ------
     DataModelError
@@ -194,6 +227,7 @@ def get_metric(name: str) -> Metric:
 
     Examples
     --------
+    >>> from spatialpath.metrics import get_metric  # importing the package registers the metrics
     >>> get_metric("mixing_score").level
     'type_pair'
     """
@@ -212,6 +246,11 @@ def _plain(value: Any) -> Any:
 
 def canonical_parameters(params: Mapping[str, Any]) -> str:
     """Canonical JSON of a parameter dict: sorted keys, no spaces, numpy scalars as Python numbers.
+
+    Parameters
+    ----------
+    params
+        Parameter names and values.
 
     Examples
     --------

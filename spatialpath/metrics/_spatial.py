@@ -39,6 +39,13 @@ def mean_nn_distance_cdf(d: np.ndarray, b: np.ndarray) -> float:
     Exact for the step function: between consecutive breakpoints ``t_k < t_(k+1)`` (the ``d_i`` and
     ``b_i``), ``G = #{d_i ≤ t_k, b_i ≥ t_(k+1)} / #{b_i ≥ t_(k+1)}``.
 
+    Parameters
+    ----------
+    d
+        ``(n,)`` nearest-neighbour distances (µm; inf when there is no neighbour).
+    b
+        ``(n,)`` distances of the same cells to the window boundary (µm).
+
     Examples
     --------
     >>> mean_nn_distance_cdf(np.array([1.0, 1.0, 1.0]), np.array([5.0, 5.0, 0.5]))
@@ -78,6 +85,17 @@ def clark_evans(
     image: ImageData, compartment: str = TISSUE, *, correction: str = "cdf", min_cells: int = 5
 ) -> list[dict[str, Any]]:
     """Clark–Evans index of each type's pattern in ``compartment`` (``censored`` if d̄ is unknowable).
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    correction
+        ``"cdf"`` (border-corrected mean NN distance, :func:`mean_nn_distance_cdf`) or ``"none"``.
+    min_cells
+        Minimum cells of the type in the compartment.
 
     Examples
     --------
@@ -131,6 +149,19 @@ def neighbourhood_entropy(
 ) -> list[dict[str, Any]]:
     """Mean Shannon entropy of the type composition of each cell's ``k`` nearest neighbours.
 
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    k
+        Neighbours per cell (the cell itself excluded).
+    base
+        Logarithm base (2: bits).
+    min_cells
+        Minimum cells in the compartment.
+
     Examples
     --------
     >>> import shapely
@@ -176,6 +207,16 @@ def neighbourhood_entropy(
 )  # fmt: skip
 def cn_frequency(image: ImageData, compartment: str = TISSUE, *, cn_key: str = "cn") -> list[dict[str, Any]]:
     """Fraction of the compartment's cells in each CN of ``image.labels[cn_key]``.
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    cn_key
+        Name of the CN labels in ``image.labels`` (the ``obs`` column of
+        :func:`spatialpath.gr.cellular_neighborhoods`).
 
     Examples
     --------
@@ -276,7 +317,29 @@ _CROSS_REF = (
     default=False,
 )
 def l_cross_auc(image: ImageData, compartment: str = TISSUE, **params: Any) -> list[dict[str, Any]]:
-    """AUC of ``L_AB(r) − r`` per ordered type pair (needs ≥ ``min_cells`` of A and of B)."""
+    """AUC of ``L_AB(r) − r`` per ordered type pair (needs ≥ ``min_cells`` of A and of B).
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    **params
+        ``r_max_um`` (default 50), ``correction`` (default None: the kind's default),
+        ``window_resolution_um`` (raster of the compartment window; default about 4 Mpx) and
+        ``min_cells`` (default 5), as registered in :data:`REGISTRY`.
+
+    Examples
+    --------
+    >>> import numpy as np, shapely
+    >>> a = np.random.default_rng(0).uniform(10, 190, (100, 2))
+    >>> img = ImageData.from_arrays(np.r_[a, a + [2.0, 0.0]], ["A"] * 100 + ["B"] * 100,
+    ...                             {"tissue": shapely.box(0, 0, 200, 200)})  # each B 2 µm from an A
+    >>> rows = l_cross_auc(img, window_resolution_um=1.0)
+    >>> [(r["cell_type"], r["cell_type_b"], round(r["value"])) for r in rows]  # > 0: B closer to A than CSR
+    [('A', 'A', 78), ('A', 'B', 220), ('B', 'A', 220), ('B', 'B', 78)]
+    """
     return _cross_auc(image, compartment, "L", {**{p.name: p.default for p in _CROSS_PARAMS}, **params})
 
 
@@ -295,5 +358,27 @@ def l_cross_auc(image: ImageData, compartment: str = TISSUE, **params: Any) -> l
     default=False,
 )
 def g_cross_auc(image: ImageData, compartment: str = TISSUE, **params: Any) -> list[dict[str, Any]]:
-    """AUC of ``G_AB(r) − G_CSR(r)`` per ordered type pair (needs ≥ ``min_cells`` of A and of B)."""
+    """AUC of ``G_AB(r) − G_CSR(r)`` per ordered type pair (needs ≥ ``min_cells`` of A and of B).
+
+    Parameters
+    ----------
+    image
+        One image's cells, compartment membership and areas (:class:`ImageData`).
+    compartment
+        The compartment to compute in (default ``"tissue"``).
+    **params
+        ``r_max_um`` (default 50), ``correction`` (default None: the kind's default),
+        ``window_resolution_um`` (raster of the compartment window; default about 4 Mpx) and
+        ``min_cells`` (default 5), as registered in :data:`REGISTRY`.
+
+    Examples
+    --------
+    >>> import numpy as np, shapely
+    >>> a = np.random.default_rng(0).uniform(10, 190, (100, 2))
+    >>> img = ImageData.from_arrays(np.r_[a, a + [2.0, 0.0]], ["A"] * 100 + ["B"] * 100,
+    ...                             {"tissue": shapely.box(0, 0, 200, 200)})  # each B 2 µm from an A
+    >>> r = g_cross_auc(img, window_resolution_um=1.0)[1]
+    >>> r["cell_type"], r["cell_type_b"], round(r["value"], 1)  # ≈ ∫G_AB − ∫G_CSR = 48.5 − (50 − 0.5/√λ_B)
+    ('A', 'B', 8.5)
+    """
     return _cross_auc(image, compartment, "G", {**{p.name: p.default for p in _CROSS_PARAMS}, **params})

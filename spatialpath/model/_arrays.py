@@ -18,6 +18,20 @@ def pixel_coords(n: int, pixel_size_um: float, origin_um: float = 0.0) -> np.nda
 
     The centre of pixel ``i`` is at ``origin_um + i * pixel_size_um``.
 
+    Parameters
+    ----------
+    n
+        Number of pixels.
+    pixel_size_um
+        Pixel edge length in µm.
+    origin_um
+        Position in µm of the centre of pixel 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` float64 positions in µm.
+
     Examples
     --------
     >>> pixel_coords(3, 0.5)

@@ -166,12 +166,34 @@ def set_image_metadata(adata: AnnData, meta: ImageMetadata | Mapping[str, Any]) 
 def get_image_metadata(adata: AnnData, image_id: str) -> ImageMetadata:
     """Return the validated metadata record of ``image_id``.
 
+    Parameters
+    ----------
+    adata
+        Cells or spots with ``uns["spatialpath"]["images"]``.
+    image_id
+        The image whose record to return.
+
+    Returns
+    -------
+    ImageMetadata
+        The validated record.
+
     Raises
     ------
     KeyError
         If there is no record for ``image_id``; the message lists the images that have one.
     ValueError
         If the stored record is malformed; the message names the field.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> a = ad.AnnData(np.zeros((2, 1)))
+    >>> _ = set_image_metadata(a, {"image_id": "roi1", "technology": "imc", "pixel_size_um": 1.0,
+    ...                            "shape_px": (20, 30)})
+    >>> meta = get_image_metadata(a, "roi1")
+    >>> meta.technology, meta.pixel_size_um, meta.extent_um()
+    ('imc', 1.0, (-0.5, -0.5, 29.5, 19.5))
     """
     images = adata.uns.get(Key.uns.spatialpath, {}).get(Key.uns.images, {})
     if image_id not in images:

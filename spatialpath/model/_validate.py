@@ -29,6 +29,15 @@ class DataModelError(ValueError):
 def validate_categorical(adata: AnnData, key: str, *, allow_empty_categories: bool = False) -> None:
     """Check that ``adata.obs[key]`` is a complete categorical column.
 
+    Parameters
+    ----------
+    adata
+        Cells or spots.
+    key
+        Column of ``adata.obs`` to check.
+    allow_empty_categories
+        Accept categories that no cell has.
+
     Raises
     ------
     DataModelError
@@ -81,6 +90,19 @@ def validate_cells(
     optional ``cluster_key`` (see :func:`validate_categorical`) and ``library_key`` columns,
     the per-image metadata when present, and, with ``check_extent``, that coordinates fit the
     image's µm extent (coordinates in pixels are caught here).
+
+    Parameters
+    ----------
+    adata
+        Cells or spots.
+    cluster_key
+        Categorical cell-type column of ``obs`` to check, if any.
+    library_key
+        Image column of ``obs`` (e.g. ``"image_id"``) to check, if any.
+    spatial_key
+        Key of the µm coordinates in ``obsm``.
+    check_extent
+        Also check that coordinates fit each image's µm extent from its metadata.
 
     Raises
     ------
@@ -162,10 +184,27 @@ def _check_extent(adata: AnnData, xy: np.ndarray, library_key: str) -> None:
 def validate_image(image: xr.DataArray) -> None:
     """Check that ``image`` is a spatialpath image (see :func:`spatialpath.model.make_image`).
 
+    Parameters
+    ----------
+    image
+        A ``(c, y, x)`` (or ``(c, z, y, x)``) DataArray with µm coordinates.
+
     Raises
     ------
     DataModelError
         If dims, channel coordinate, units or pixel size are not as the data model says.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialpath.model import make_image
+    >>> img = make_image(np.zeros((2, 4, 5)), channels=["DAPI", "CD3"], pixel_size_um=0.5)
+    >>> validate_image(img)
+    >>> validate_image(img.transpose("y", "x", "c"))
+    Traceback (most recent call last):
+    ...
+    spatialpath.model._validate.DataModelError: image dims must be ('c', 'y', 'x')
+    (or ('c', 'z', 'y', 'x')), got ('y', 'x', 'c'); build images with spatialpath.model.make_image()
     """
     if not isinstance(image, xr.DataArray):
         raise DataModelError(f"an image must be an xarray.DataArray, got {type(image).__name__}")
@@ -182,10 +221,29 @@ def validate_image(image: xr.DataArray) -> None:
 def validate_labels(labels: xr.DataArray, like: xr.DataArray | None = None) -> None:
     """Check an integer ``(y, x)`` label mask, optionally on the same grid as ``like``.
 
+    Parameters
+    ----------
+    labels
+        A ``(y, x)`` integer DataArray with µm coordinates (0 = background).
+    like
+        An image whose ``y``/``x`` grid the mask must share, if given.
+
     Raises
     ------
     DataModelError
         If dims, dtype, units or pixel size are wrong, or the grid differs from ``like``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialpath.model import make_image, make_labels
+    >>> img = make_image(np.zeros((1, 4, 5)), channels=["DAPI"], pixel_size_um=0.5)
+    >>> validate_labels(make_labels(np.ones((4, 5), np.int32), pixel_size_um=0.5), like=img)
+    >>> validate_labels(make_labels(np.ones((4, 6), np.int32), pixel_size_um=0.5), like=img)
+    Traceback (most recent call last):
+    ...
+    spatialpath.model._validate.DataModelError: label mask and image are on different grids
+    along 'x' (6 vs 5 pixels); resample one onto the other
     """
     if not isinstance(labels, xr.DataArray):
         raise DataModelError(f"a label mask must be an xarray.DataArray, got {type(labels).__name__}")

@@ -41,6 +41,12 @@ def _get(row: pd.Series, col: str) -> Any:
 def input_files(row: pd.Series) -> dict[str, Path]:
     """The files of one image by role (``cells``, ``image``, ``mask``, ``regions``), for fingerprints.
 
+    Parameters
+    ----------
+    row
+        A row of ``config.sample_sheet`` (``path``, and ``image_path``, ``mask_path``,
+        ``regions_path`` when present).
+
     Examples
     --------
     >>> input_files(pd.Series({"path": "/d/cells.csv", "mask_path": None}))
@@ -135,6 +141,17 @@ def read_image_cells(config: PipelineConfig, row: pd.Series) -> ad.AnnData:
     InputError
         When the reader, the phenotyping or the cell-type column fails; the message starts with
         ``<sheet>:<line> (image '<id>')`` and the original error is chained.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from spatialpath.pipeline import load_config, prepare_demo_cohort
+    >>> yaml = prepare_demo_cohort(tempfile.mkdtemp(), n_patients=2, n_cells=300, progress=False)
+    >>> config = load_config(yaml)
+    >>> row = config.sample_sheet.iloc[0]
+    >>> cells = read_image_cells(config, row)
+    >>> cells.n_obs, cells.obs[["patient_id", "sample_id", "image_id", "arm"]].iloc[0].tolist()
+    (300, ['P001', 'P001_S1', 'P001_S1_I1', 'control'])
     """
     try:
         adata = _read(config, row)
@@ -173,10 +190,36 @@ def read_image_regions(config: PipelineConfig, row: pd.Series, cells: ad.AnnData
     ``margins``, :func:`spatialpath.regions.margin_bands` adds the invasive-margin bands. The
     result passes :func:`spatialpath.regions.validate_regions` with the cells (units, geometry).
 
+    Parameters
+    ----------
+    config
+        From :func:`spatialpath.pipeline.load_config`.
+    row
+        A row of ``config.sample_sheet``.
+    cells
+        The row's cells (:func:`read_image_cells`), for the checks.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        ``image_id``, ``compartment`` and ``geometry`` (µm), one row per compartment.
+
     Raises
     ------
     InputError
         When reading or checking fails; the message starts with the sheet line and image.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from spatialpath.pipeline import load_config, prepare_demo_cohort
+    >>> yaml = prepare_demo_cohort(tempfile.mkdtemp(), n_patients=2, n_cells=300, progress=False)
+    >>> config = load_config(yaml)
+    >>> row = config.sample_sheet.iloc[0]
+    >>> cells = read_image_cells(config, row)
+    >>> regions = read_image_regions(config, row, cells)
+    >>> regions["compartment"].tolist(), regions.area.round().tolist()  # µm²; tissue = tumour + stroma
+    (['tissue', 'tumour', 'stroma'], [67251.0, 27005.0, 40246.0])
     """
     from spatialpath import regions as rg
 

@@ -315,7 +315,7 @@ def write_cohort_outputs(
     *,
     unblind: bool,
 ) -> dict[str, Path]:
-    """Write the cohort tables, figures and ``manifest.json`` of a run into ``config.output``.
+    r"""Write the cohort tables, figures and ``manifest.json`` of a run into ``config.output``.
 
     Parameters
     ----------
@@ -340,6 +340,36 @@ def write_cohort_outputs(
     ``figure_nhood_grid``, ``figure_density_by_group`` (only when a group may be shown),
     ``exclusions_json``, ``exclusions_csv``, per-image figures as ``image_figure/<sample>/<image>/<name>``
     and ``manifest``.
+
+    Examples
+    --------
+    What :func:`spatialpath.pipeline.run` does after its image tasks, here without a cluster: two
+    simulated images, the density metric only, CSV tables, no figures.
+
+    >>> import pathlib, tempfile
+    >>> import pandas as pd
+    >>> from spatialpath.pipeline import load_config, prepare_demo_cohort
+    >>> from spatialpath.pipeline._run import _plan
+    >>> from spatialpath.pipeline._store import ImageStore
+    >>> from spatialpath.pipeline._tasks import process_image
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = prepare_demo_cohort(folder, n_patients=2, n_cells=300, progress=False)
+    >>> _ = (folder / "fast.yaml").write_text(
+    ...     "version: 1\nsamples: inputs/samples.csv\noutput: results\n"
+    ...     "compartments:\n  source: geojson\nmetrics: [density]\n"
+    ...     "outputs:\n  formats: [csv]\n  figures: false\n")
+    >>> config = load_config(folder / "fast.yaml")
+    >>> store = ImageStore(config.output)
+    >>> plan = _plan(config, store)
+    >>> records = [process_image(config, p["row"], p["fp"], p["seed"], cohort_cn=False)
+    ...            | {"fingerprint": p["fp"]} for p in plan.values()]
+    >>> statuses = pd.DataFrame(records)
+    >>> out = write_cohort_outputs(config, store, list(plan), statuses, store.exclusions, unblind=False)
+    >>> sorted(out)
+    ['dictionary_csv', 'exclusions_csv', 'exclusions_json', 'long_csv', 'manifest', 'tables_manifest',
+     'wide_csv']
+    >>> pd.read_csv(out["wide_csv"])[["image_id", "n_cells_total"]].values.tolist()
+    [['P001_S1_I1', 300], ['P002_S1_I1', 300]]
     """
     from spatialpath.export import write_tables
     from spatialpath.pipeline._manifest import write_cohort_manifest

@@ -265,6 +265,19 @@ def run(
     ------
     PipelineError
         With ``fail_fast``, naming the first failed image and its error.
+
+    Examples
+    --------
+    Not run here (it starts a dask LocalCluster, too slow for a doctest); the demo cohort is two
+    simulated images of 300 cells:
+
+    >>> import tempfile
+    >>> from spatialpath.pipeline import prepare_demo_cohort
+    >>> config = prepare_demo_cohort(tempfile.mkdtemp(), n_patients=2, n_cells=300, n_perms=5, progress=False)
+    >>> run(config, n_workers=1, progress=False).counts  # doctest: +SKIP
+    {'computed': 2, 'skipped': 0, 'failed': 0}
+    >>> run(config, n_workers=1, progress=False).counts  # again: every image is current  # doctest: +SKIP
+    {'computed': 0, 'skipped': 2, 'failed': 0}
     """
     from spatialpath.pipeline._cluster import acquire_client
 

@@ -15,6 +15,29 @@ def category_colors(adata: AnnData, key: str) -> dict[str, str]:
 
     Uses ``adata.uns[f"{key}_colors"]`` when it has one colour per category (so figures match
     scanpy, squidpy and napari), else matplotlib's ``tab20`` cycle.
+
+    Parameters
+    ----------
+    adata
+        Cells with a categorical ``obs[key]``.
+    key
+        The categorical column.
+
+    Returns
+    -------
+    dict
+        Category name -> hex colour, in category order.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> obs = pd.DataFrame({"t": pd.Categorical(["T", "B", "T"])}, index=["0", "1", "2"])
+    >>> a = ad.AnnData(np.zeros((3, 1)), obs=obs)
+    >>> category_colors(a, "t")  # tab20: categories sorted, B then T
+    {'B': '#1f77b4', 'T': '#aec7e8'}
+    >>> a.uns["t_colors"] = ["#000000", "#ff0000"]
+    >>> category_colors(a, "t")
+    {'B': '#000000', 'T': '#ff0000'}
     """
     validate_categorical(adata, key, allow_empty_categories=True)
     cats = list(adata.obs[key].cat.categories)

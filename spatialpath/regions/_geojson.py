@@ -159,6 +159,20 @@ def write_geojson(
     present) and ``classification.name`` (so QuPath shows the class). Coordinates are µm, or
     QuPath pixels with ``pixel_size_um`` (the inverse of :func:`read_geojson`).
 
+    Parameters
+    ----------
+    regions
+        A regions GeoDataFrame in µm.
+    path
+        Output ``.geojson`` file.
+    pixel_size_um
+        Write QuPath pixel coordinates (µm per pixel; pixel ``(0, 0)``'s square spans
+        ``[0, 1]`` px) instead of µm.
+    origin_um
+        ``(x, y)`` µm of the centre of pixel ``(0, 0)`` (with ``pixel_size_um``).
+    overwrite
+        Replace an existing file (otherwise refuse).
+
     Raises
     ------
     FileExistsError

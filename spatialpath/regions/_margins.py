@@ -94,6 +94,18 @@ def frame_of(regions, image: str | None, frame: Any = None) -> Any:
 def tumour_border(tumour_geom: Any, frame: Any = None) -> Any:
     """The tumour's boundary line minus the parts lying on the image frame.
 
+    Parameters
+    ----------
+    tumour_geom
+        The tumour (Multi)Polygon in µm.
+    frame
+        The image frame polygon in µm; ``None`` keeps the whole boundary.
+
+    Returns
+    -------
+    shapely.Geometry
+        The border as a (Multi)LineString (empty when all of it lies on the frame).
+
     Examples
     --------
     >>> import shapely
@@ -269,6 +281,17 @@ def immunoscore_bands(
     in the invasive margin (IM, here :data:`MARGIN`): 1 mm wide, i.e. ±500 µm around the border.
     This is :func:`margin_bands` with ``widths_um=(width_um / 2, width_um / 2)``; other keyword
     arguments are passed on.
+
+    Parameters
+    ----------
+    regions
+        A regions GeoDataFrame in µm with a ``tumour`` compartment.
+    width_um
+        Total width of the margin band (µm), centred on the border.
+    tumour
+        Name of the tumour compartment.
+    **kwargs
+        Other parameters of :func:`margin_bands` (``frame``, ``library_key``...).
 
     Examples
     --------

@@ -31,6 +31,15 @@ def pixel_edge_polygon(
     Row runs of ``True`` pixels become rectangles, united exactly on the integer pixel grid, then
     collinear vertices are removed and the result is scaled to µm.
 
+    Parameters
+    ----------
+    mask
+        ``(rows, cols)`` bool array.
+    pixel_size_um
+        Pixel edge length in µm.
+    origin_um
+        ``(x, y)`` in µm of the centre of pixel ``(0, 0)``; its square spans ± half a pixel.
+
     Examples
     --------
     >>> m = np.ones((4, 4), bool)

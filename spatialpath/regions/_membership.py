@@ -24,7 +24,31 @@ REGION_COLUMNS = (Key.obs.compartment, "geometry")
 
 
 def check_regions(regions, *, need_image: bool = False) -> None:
-    """Refuse a regions table without the required columns or with non-polygon geometries."""
+    """Refuse a regions table without the required columns or with non-polygon geometries.
+
+    Parameters
+    ----------
+    regions
+        A :class:`geopandas.GeoDataFrame` with ``compartment`` and ``geometry`` (µm).
+    need_image
+        Also require an ``image_id`` column (several images).
+
+    Raises
+    ------
+    DataModelError
+        Naming the missing columns or the geometry types found.
+
+    Examples
+    --------
+    >>> import geopandas as gpd, shapely
+    >>> reg = gpd.GeoDataFrame({"compartment": ["tumour"]}, geometry=[shapely.box(0, 0, 2, 2)])
+    >>> check_regions(reg)
+    >>> check_regions(reg, need_image=True)
+    Traceback (most recent call last):
+    ...
+    spatialpath.model._validate.DataModelError: regions lacks column(s) ['image_id'];
+    expected ['compartment', 'geometry'] (+ 'image_id')
+    """
     if not hasattr(regions, "geometry"):
         raise DataModelError(f"regions must be a geopandas.GeoDataFrame, got {type(regions).__name__}")
     missing = [c for c in REGION_COLUMNS if c not in regions.columns]
@@ -54,6 +78,20 @@ def cell_membership(adata: AnnData, regions, *, library_key: str | None = Key.ob
     Cells are matched to the regions of their own image (``obs[library_key]`` against the regions'
     ``image_id``); with no ``image_id`` column in ``regions`` all cells use all rows.
 
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm["spatial"]`` in µm.
+    regions
+        A regions GeoDataFrame (``compartment``, ``geometry``, optionally ``image_id``).
+    library_key
+        Image column of ``adata.obs``; ``None`` (or absent) matches every cell to every row.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Bool, indexed by ``obs_names``, one column per compartment (in order of appearance).
+
     Examples
     --------
     >>> import geopandas as gpd, numpy as np, shapely
@@ -82,7 +120,27 @@ def cell_membership(adata: AnnData, regions, *, library_key: str | None = Key.ob
 
 
 def compartment_areas(regions) -> pd.Series:
-    """Area (mm²) of each (image, compartment): overlapping rows of one compartment counted once."""
+    """Area (mm²) of each (image, compartment): overlapping rows of one compartment counted once.
+
+    Parameters
+    ----------
+    regions
+        A regions GeoDataFrame in µm (``compartment``, ``geometry``, optionally ``image_id``).
+
+    Returns
+    -------
+    pandas.Series
+        ``area_mm2`` indexed by ``(image_id, compartment)``, or by ``compartment`` alone when
+        ``regions`` has no ``image_id`` column.
+
+    Examples
+    --------
+    >>> import geopandas as gpd, shapely
+    >>> boxes = [shapely.box(0, 0, 1000, 500), shapely.box(500, 0, 1500, 500), shapely.box(0, 0, 2000, 1000)]
+    >>> reg = gpd.GeoDataFrame({"compartment": ["tumour", "tumour", "tissue"]}, geometry=boxes)
+    >>> compartment_areas(reg).to_dict()  # the two tumour boxes overlap by 0.25 mm²
+    {'tumour': 0.75, 'tissue': 2.0}
+    """
     check_regions(regions)
     keys = (
         [Key.obs.image_id, Key.obs.compartment]

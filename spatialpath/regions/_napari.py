@@ -109,6 +109,13 @@ def from_napari_shapes(
 def to_napari_shapes(regions, *, image_id: str | None = None) -> dict[str, Any]:
     """What a napari Shapes layer needs to show the regions (µm world coordinates, scale 1).
 
+    Parameters
+    ----------
+    regions
+        A regions GeoDataFrame in µm.
+    image_id
+        Show only this image's rows (regions with an ``image_id`` column); default all rows.
+
     Returns
     -------
     dict with ``data`` (list of ``(N, 2)`` (y, x) µm arrays, one per polygon ring), ``shape_type``

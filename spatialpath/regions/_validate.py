@@ -41,6 +41,17 @@ def validate_regions(
     pixels: an extent a pixel-size factor away from the cells' is reported with the factor and the
     fix.
 
+    Parameters
+    ----------
+    regions
+        A regions GeoDataFrame (``compartment``, ``geometry`` in µm, optionally ``image_id``).
+    adata
+        The cells the regions belong to, for the extent checks; ``None`` skips them.
+    library_key
+        Image column of ``adata.obs``, matched to the regions' ``image_id``.
+    max_ratio
+        Largest accepted ratio between the regions' extent and the cells' extent.
+
     Raises
     ------
     DataModelError
